@@ -1,0 +1,1 @@
+"""convatlas.models.segmentation"""

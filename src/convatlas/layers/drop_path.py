@@ -39,7 +39,7 @@ class DropPath(nn.Module):
 def drop_path_rates(depths: tuple[int, ...] | list[int], drop_path_rate: float) -> list[list[float]]:
     """Linear 0 -> ``drop_path_rate`` schedule over all blocks, split per stage (timm's convention)."""
     total = sum(depths)
-    rates = torch.linspace(0, drop_path_rate, total).tolist() if total else []
+    rates = torch.linspace(0, drop_path_rate, total, device="cpu").tolist() if total else []  # cpu: works under a meta default device
     out, i = [], 0
     for d in depths:
         out.append(rates[i : i + d])

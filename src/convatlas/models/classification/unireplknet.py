@@ -1,0 +1,527 @@
+"""UniRepLKNet (cards: unireplknet, scaling-up-kernels): a large-kernel ConvNet with dilated re-parameterisation.
+
+Few large-kernel (13x13) blocks for receptive field, many 3x3 blocks for depth. Each large depthwise kernel is
+trained with parallel dilated small kernels (:class:`~convatlas.layers.dilated_reparam.DilatedReparamBlock`) and
+every BatchNorm / GRN-bias / layer-scale folds away for inference: ``model.reparameterize()`` switches in place to a
+network of DW conv(bias) -> SE -> Linear -> GELU -> GRN(gamma) -> Linear(bias) blocks computing the same function.
+
+Card facts (official ``AILab-CVC/UniRepLKNet/unireplknet.py``, read with the search tools):
+
+- block: dw (K>=7: DilatedReparamBlock; K in {3,5}: DW conv no bias; K=0: identity, no BN) -> BN -> SE(C/4, ReLU,
+  biased 1x1 convs) -> NHWC -> Linear C->4C -> GELU -> GRN(gamma, beta) -> Linear 4C->C (no bias) -> NCHW -> BN
+  -> layer scale (1e-6) -> DropPath -> +x.
+- stem: conv3x3 s2 (C/2, bias) -> LN -> GELU -> conv3x3 s2 -> LN; downsampling conv3x3 s2 -> LN (conv first).
+- head: global mean -> LayerNorm(1e-6) -> Linear; init trunc-normal(0.02), bias 0, head x head_init_scale.
+- kernel layouts: stage 1 all 3, stages 2 and 4 all 13, stage 3: A/F/P/N all 13; T (13,3)x9; S..XL/H (13,3,3)x9.
+- reported parameter counts are **deploy-form** (after re-parameterisation): build with ``deploy=True`` (or call
+  ``reparameterize()``) to compare. Measured here (1000 classes): deploy A 4,437,300 / F 6,235,216 / P 10,741,704 /
+  N 18,318,560 / T 31,037,980 / S 55,645,984 / B 98,008,456 / L 218,454,616 / XL 386,529,064 / H 1,349,862,400
+  (training form: A 4,649,060 ... XL 388,690,984). Paper/README: 4.4/6.2/10.7/18.3/31.0/55.6/97.9/218.3/386.4 M,
+  H "1.4B" (1.35B rounded; within 4%, not 1%). Deploy GMACs: A 0.640, F 0.905, P 1.573, N 2.767, T 4.899, S 9.094
+  at 224; S 26.72, B 47.18, L 105.42, XL 186.77 at 384 (README 0.6/0.9/1.6/2.8/4.9/9.1; 26.7/47.2/105.4/187).
+  ``Reported.gmacs`` holds the official-code count (the paper rounds to 0.1 G, which is up to 7% off for A).
+- UniRepLKNet-H is the journal extension's variant (slug scaling-up-kernels), same code.
+
+Non-image uses (the same blocks, modality-specific input reshaping only): :class:`UniRepLKNetAudio`
+(spectrogram (B, T, F) -> (B, 1, T, F)) and :class:`UniRepLKNetTimeSeries` (Corrformer-style per-node embedding
+(B, L, N) -> (B*N, 1, L, D') -> forecasting head).
+
+``checkpoint_filter_fn`` maps official checkpoint keys (training or deploy form) onto this module layout.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from convatlas.identities import register_component, register_identity
+from convatlas.layers import DropPath, LayerNorm2d, check_input, drop_path_rates
+from convatlas.layers.classifier import NormMlpClassifierHead
+from convatlas.layers.dilated_reparam import DilatedReparamBlock
+from convatlas.layers.grn import GRN
+from convatlas.layers.reparam import fuse_conv_bn, reparameterize_model
+from convatlas.layers.squeeze_excite import SqueezeExcite
+from convatlas.models.backbone import checkpoint_seq
+from convatlas.registry import Reported, register_model
+
+__all__ = [
+    "UniRepLKNetBlock",
+    "UniRepLKNet",
+    "UniRepLKNetAudio",
+    "UniRepLKNetTimeSeries",
+    "default_kernel_sizes",
+    "checkpoint_filter_fn",
+]
+
+
+def default_kernel_sizes(depths: Sequence[int]) -> tuple[tuple[int, ...], ...]:
+    """The official kernel-size layout for a depth preset (A/F/P, N, T, S..XL/H)."""
+    d = tuple(depths)
+    s3 = {(2, 2, 6, 2): (13,) * 6, (2, 2, 8, 2): (13,) * 8, (3, 3, 18, 3): (13, 3) * 9, (3, 3, 27, 3): (13, 3, 3) * 9}
+    if d not in s3:
+        raise ValueError(f"UniRepLKNet: no default kernel sizes for depths {d}; pass kernel_sizes explicitly")
+    return ((3,) * d[0], (13,) * d[1], s3[d], (13,) * d[3])
+
+
+class UniRepLKNetBlock(nn.Module):
+    """One UniRepLKNet block: (B, C, H, W) -> (B, C, H, W).
+
+    Args:
+        dim: C.
+        kernel_size: depthwise kernel (>=7: Dilated Reparam Block; 3 or 5: plain DW conv; 0: identity).
+        drop_path: stochastic depth rate.
+        layer_scale_init_value: initial layer scale (None/0 disables it).
+        ffn_factor: FFN expansion.
+        deploy: build the fused inference form directly.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        kernel_size: int,
+        drop_path: float = 0.0,
+        layer_scale_init_value: float | None = 1e-6,
+        ffn_factor: int = 4,
+        deploy: bool = False,
+    ) -> None:
+        super().__init__()
+        self.deploy = deploy
+        if kernel_size == 0:
+            self.dwconv: nn.Module = nn.Identity()
+        elif kernel_size >= 7:
+            self.dwconv = DilatedReparamBlock(dim, kernel_size, deploy=deploy)
+        elif kernel_size in (3, 5):
+            self.dwconv = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim, bias=deploy)
+        else:
+            raise ValueError(f"UniRepLKNetBlock: kernel_size must be 0, 3, 5 or >= 7, got {kernel_size}")
+        self.norm = nn.Identity() if (deploy or kernel_size == 0) else nn.BatchNorm2d(dim)
+        self.se = SqueezeExcite(dim, rd_channels=dim // 4, act_layer=nn.ReLU, names=("down", "up"))
+        hidden = int(ffn_factor * dim)
+        self.pwconv1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.grn = GRN(hidden, bias=not deploy)
+        self.pwconv2 = nn.Linear(hidden, dim, bias=deploy)
+        self.norm2 = nn.Identity() if deploy else nn.BatchNorm2d(dim)
+        use_ls = (not deploy) and layer_scale_init_value is not None and layer_scale_init_value > 0
+        self.gamma = nn.Parameter(torch.full((dim,), float(layer_scale_init_value))) if use_ls else None
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.se(self.norm(self.dwconv(x)))
+        y = y.permute(0, 2, 3, 1)
+        y = self.pwconv2(self.grn(self.act(self.pwconv1(y))))
+        y = self.norm2(y.permute(0, 3, 1, 2))
+        if self.gamma is not None:
+            y = y * self.gamma.view(1, -1, 1, 1)
+        return x + self.drop_path(y)
+
+    @torch.no_grad()
+    def reparameterize(self) -> None:
+        """Fuse dilated branches + BN into the DW conv and GRN-beta + BN + layer scale into pwconv2, in place."""
+        if self.deploy:
+            return
+        # 1) depthwise part: DW conv (+ dilated branches) -> BN  ==>  one DW conv with bias.
+        if isinstance(self.dwconv, DilatedReparamBlock):
+            self.dwconv.reparameterize()
+            conv = self.dwconv.lk_origin
+        elif isinstance(self.dwconv, nn.Conv2d):
+            conv = self.dwconv
+        else:
+            conv = None
+        if conv is not None and isinstance(self.norm, nn.BatchNorm2d):
+            w, b = fuse_conv_bn(conv.weight, conv.bias, self.norm)
+            fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, padding=conv.padding,
+                              groups=conv.groups, bias=True, device=w.device, dtype=w.dtype)
+            fused.weight.copy_(w)
+            fused.bias.copy_(b)
+            if isinstance(self.dwconv, DilatedReparamBlock):
+                self.dwconv.lk_origin = fused
+            else:
+                self.dwconv = fused
+            self.norm = nn.Identity()
+        # 2) pointwise tail: gamma * BN(W (g + beta))  ==>  W' g + b'.
+        lin, bn = self.pwconv2, self.norm2
+        scale = torch.ones(lin.out_features, device=lin.weight.device, dtype=lin.weight.dtype)
+        shift = torch.zeros_like(scale)
+        if isinstance(bn, nn.BatchNorm2d):
+            s = bn.weight / (bn.running_var + bn.eps).sqrt()
+            scale, shift = s, bn.bias - bn.running_mean * s
+        if self.gamma is not None:
+            scale, shift = scale * self.gamma, shift * self.gamma
+        bias = lin.bias if lin.bias is not None else torch.zeros_like(scale)
+        if self.grn.beta is not None:
+            bias = bias + lin.weight @ self.grn.beta.reshape(-1)
+        new = nn.Linear(lin.in_features, lin.out_features, bias=True, device=lin.weight.device, dtype=lin.weight.dtype)
+        new.weight.copy_(lin.weight * scale[:, None])
+        new.bias.copy_(bias * scale + shift)
+        self.pwconv2 = new
+        self.norm2 = nn.Identity()
+        self.gamma = None
+        self.grn.beta = None
+        self.deploy = True
+
+
+class UniRepLKNet(nn.Module):
+    """UniRepLKNet backbone + classifier: (B, C_in, H, W) -> (B, num_classes); any H, W >= 32 (stride 32 total).
+
+    Args:
+        depths: blocks per stage.
+        dims: channels per stage.
+        kernel_sizes: per-block kernel sizes per stage (default: the official layout for ``depths``).
+        in_chans: input channels (1 for spectrograms / time-series maps).
+        num_classes: classifier outputs (0: no classifier).
+        drop_path_rate: stochastic depth, linear over blocks.
+        layer_scale_init_value: layer scale init (1e-6).
+        head_init_scale: multiplies the classifier's initial weight and bias.
+        drop_rate: dropout before the classifier.
+        global_pool: ``"avg"`` (official), ``"max"`` or ``"avgmax"``.
+        ffn_factor: FFN expansion (4).
+        deploy: build the fused inference form directly (loads deploy checkpoints; reported params).
+    """
+
+    def __init__(
+        self,
+        depths: Sequence[int] = (3, 3, 27, 3),
+        dims: Sequence[int] = (96, 192, 384, 768),
+        kernel_sizes: Sequence[Sequence[int]] | None = None,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        drop_path_rate: float = 0.0,
+        layer_scale_init_value: float | None = 1e-6,
+        head_init_scale: float = 1.0,
+        drop_rate: float = 0.0,
+        global_pool: str = "avg",
+        ffn_factor: int = 4,
+        deploy: bool = False,
+    ) -> None:
+        super().__init__()
+        depths, dims = tuple(depths), tuple(dims)
+        if len(depths) != 4 or len(dims) != 4:
+            raise ValueError(f"UniRepLKNet: depths and dims need 4 stages, got {depths}, {dims}")
+        kernel_sizes = default_kernel_sizes(depths) if kernel_sizes is None else tuple(map(tuple, kernel_sizes))
+        for i in range(4):
+            if len(kernel_sizes[i]) != depths[i]:
+                raise ValueError(f"UniRepLKNet: stage {i} has {depths[i]} blocks but {len(kernel_sizes[i])} kernel sizes")
+        self.depths, self.dims, self.kernel_sizes = depths, dims, kernel_sizes
+        self.in_chans = in_chans
+        self.num_classes = num_classes
+        self.num_features = dims[-1]
+        self.grad_checkpointing = False
+        self.deploy = deploy
+
+        self.downsample_layers = nn.ModuleList([
+            nn.Sequential(
+                nn.Conv2d(in_chans, dims[0] // 2, 3, 2, 1), LayerNorm2d(dims[0] // 2), nn.GELU(),
+                nn.Conv2d(dims[0] // 2, dims[0], 3, 2, 1), LayerNorm2d(dims[0]),
+            )
+        ])
+        for i in range(3):
+            self.downsample_layers.append(nn.Sequential(nn.Conv2d(dims[i], dims[i + 1], 3, 2, 1), LayerNorm2d(dims[i + 1])))
+        dpr = drop_path_rates(depths, drop_path_rate)
+        self.stages = nn.ModuleList(
+            nn.Sequential(*[
+                UniRepLKNetBlock(dims[i], kernel_sizes[i][j], dpr[i][j], layer_scale_init_value, ffn_factor, deploy)
+                for j in range(depths[i])
+            ])
+            for i in range(4)
+        )
+        self.feature_info = [
+            {"num_chs": dims[i], "reduction": 4 * 2**i, "module": f"stages.{i}"} for i in range(4)
+        ]
+        self.head = NormMlpClassifierHead(dims[-1], num_classes, pool_type=global_pool, drop_rate=drop_rate)
+        self.apply(self._init_weights)
+        if isinstance(self.head.fc, nn.Linear):
+            with torch.no_grad():
+                self.head.fc.weight.mul_(head_init_scale)
+                self.head.fc.bias.mul_(head_init_scale)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    # --- backbone contract ---------------------------------------------------------------------------------
+    def _check(self, x: Tensor) -> None:
+        check_input(type(self).__name__, x, ndim=4, channels=self.in_chans, layout="(B, C, H, W)")
+
+    def forward_stages(self, x: Tensor, max_index: int | None = None) -> list[Tensor]:
+        """Per-stage maps [(B, dims[i], H/4/2^i, W/4/2^i)] up to ``max_index`` (inclusive)."""
+        self._check(x)
+        last = 3 if max_index is None else max_index
+        outs = []
+        for i in range(last + 1):
+            x = self.downsample_layers[i](x)
+            if self.grad_checkpointing and x.requires_grad:
+                x = checkpoint_seq(self.stages[i], x)
+            else:
+                x = self.stages[i](x)
+            outs.append(x)
+        return outs
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """(B, C_in, H, W) -> (B, dims[-1], H/32, W/32)."""
+        return self.forward_stages(x)[-1]
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """(B, dims[-1], h, w) -> logits (B, num_classes), or pooled+normed features (B, dims[-1])."""
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        self.num_classes = num_classes
+        self.head.reset(num_classes, global_pool)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    def remove_head(self) -> None:
+        self.head = nn.Identity()  # type: ignore[assignment]
+        self.num_classes = 0
+
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reparameterize(self) -> "UniRepLKNet":
+        """Switch every block to the fused inference form, in place (eval mode); returns ``self``."""
+        reparameterize_model(self)
+        self.deploy = True
+        return self
+
+    reparameterize_unireplknet = reparameterize  # the official name
+
+
+class UniRepLKNetAudio(nn.Module):
+    """UniRepLKNet on audio spectrograms (card: unireplknet): (B, T, F) -> (B, num_classes).
+
+    The spectrogram becomes a 1-channel image (B, 1, T, F); everything else is the image network.
+
+    Args:
+        variant_kwargs: UniRepLKNet arguments (depths, dims, ...); ``in_chans`` is forced to 1.
+    """
+
+    def __init__(self, **variant_kwargs: Any) -> None:
+        super().__init__()
+        variant_kwargs["in_chans"] = 1
+        self.backbone = UniRepLKNet(**variant_kwargs)
+        self.num_classes = self.backbone.num_classes
+
+    def forward(self, spec: Tensor) -> Tensor:
+        check_input("UniRepLKNetAudio", spec, ndim=3, layout="(B, T, F) spectrogram")
+        return self.backbone(spec.unsqueeze(1))
+
+    def reparameterize(self) -> "UniRepLKNetAudio":
+        self.backbone.reparameterize()
+        return self.eval()
+
+
+class UniRepLKNetTimeSeries(nn.Module):
+    """UniRepLKNet for multivariate forecasting (card: unireplknet): (B, L, N) -> (B, horizon, N).
+
+    Corrformer-style embedding as the paper describes: each of the N node series (length L) is embedded per time
+    step into D' features (circular Conv1d k=3 token embedding + sinusoidal position), giving a (L, D') map per node;
+    the (B*N, 1, L, D') maps go through the image network, and a Linear head regresses ``horizon`` future values per
+    node. Deviation: Corrformer's calendar-feature embedding and its decoder are omitted (the card gives no detail).
+
+    Args:
+        seq_len: L (input length).
+        horizon: predicted steps.
+        embed_dim: D' (the map width).
+        variant_kwargs: UniRepLKNet arguments; ``in_chans=1`` and ``num_classes=horizon`` are set here.
+    """
+
+    def __init__(self, seq_len: int, horizon: int, embed_dim: int = 32, **variant_kwargs: Any) -> None:
+        super().__init__()
+        self.seq_len, self.horizon, self.embed_dim = seq_len, horizon, embed_dim
+        self.token = nn.Conv1d(1, embed_dim, 3, padding=1, padding_mode="circular", bias=False)
+        pos = torch.arange(seq_len, dtype=torch.float32)[:, None]
+        div = torch.exp(torch.arange(0, embed_dim, 2, dtype=torch.float32) * (-math.log(10000.0) / embed_dim))
+        pe = torch.zeros(seq_len, embed_dim)
+        pe[:, 0::2] = torch.sin(pos * div)
+        pe[:, 1::2] = torch.cos(pos * div[: embed_dim // 2])
+        self.register_buffer("pos", pe, persistent=False)
+        variant_kwargs.update(in_chans=1, num_classes=horizon)
+        self.backbone = UniRepLKNet(**variant_kwargs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_input("UniRepLKNetTimeSeries", x, ndim=3, layout=f"(B, L={self.seq_len}, N) series")
+        if x.shape[1] != self.seq_len:
+            raise ValueError(f"UniRepLKNetTimeSeries: expected length L={self.seq_len}, got shape {tuple(x.shape)}")
+        b, length, n = x.shape
+        series = x.permute(0, 2, 1).reshape(b * n, 1, length)                    # (B*N, 1, L)
+        emb = self.token(series).transpose(1, 2) + self.pos.to(x.dtype)         # (B*N, L, D')
+        y = self.backbone(emb.unsqueeze(1))                                     # (B*N, horizon)
+        return y.reshape(b, n, self.horizon).transpose(1, 2)
+
+    def reparameterize(self) -> "UniRepLKNetTimeSeries":
+        self.backbone.reparameterize()
+        return self.eval()
+
+
+register_component("unireplknet", UniRepLKNetAudio)
+register_component("unireplknet", UniRepLKNetTimeSeries)
+register_component("unireplknet", DilatedReparamBlock)
+register_component("scaling-up-kernels", DilatedReparamBlock)
+
+
+# --- official checkpoint keys -----------------------------------------------------------------------------------
+def checkpoint_filter_fn(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Map an official UniRepLKNet state dict (training or deploy form) onto :class:`UniRepLKNet` keys."""
+    out = {}
+    for k, v in state_dict.items():
+        k = k.replace(".pwconv1.1.", ".pwconv1.").replace(".act.1.", ".grn.")
+        k = k.replace(".pwconv2.0.", ".pwconv2.").replace(".pwconv2.2.", ".norm2.")
+        if k.startswith("norm."):
+            k = "head.norm." + k[5:]
+        elif k.startswith("head."):
+            k = "head.fc." + k[5:]
+        out[k] = v
+    return out
+
+
+# --- variants ---------------------------------------------------------------------------------------------------
+_SRC = "README/journal Table 4-5 (params deploy form); gmacs: official-code deploy count, paper rounds to 0.1G"
+_CFG = dict(depths=(2, 2, 6, 2))
+
+
+def _reported(params: float, gmacs: float | None, res: int, top1: float | None, tol: float = 0.01) -> Reported:
+    return Reported(params=int(params), gmacs=gmacs, resolution=res, params_tol=tol, source=_SRC,
+                    metrics={"imagenet_top1": top1} if top1 is not None else {})
+
+
+_COMMON: dict[str, Any] = dict(
+    paper="unireplknet", reference="official:AILab-CVC/UniRepLKNet", tags=("reparam", "reported_deploy"),
+    test_input_size=(3, 64, 64),
+)
+
+
+def _build(variant_kwargs: dict[str, Any], kwargs: dict[str, Any]) -> UniRepLKNet:
+    return UniRepLKNet(**{**variant_kwargs, **kwargs})
+
+
+@register_model(paper="unireplknet", test_only=True, test_input_size=(3, 64, 64), input_size=(3, 64, 64),
+                tags=("reparam",))
+def test_unireplknet(**kwargs: Any) -> UniRepLKNet:
+    """Tiny UniRepLKNet for the generic tests: depths (1,1,2,1), dims 16..128, LarK 7 and SmaK 3 blocks."""
+    return _build(dict(depths=(1, 1, 2, 1), dims=(16, 32, 64, 128), kernel_sizes=((3,), (7,), (7, 3), (7,))), kwargs)
+
+
+@register_model(**_COMMON, reported=_reported(4.4e6, 0.640, 224, 77.0))
+def unireplknet_a(**kwargs: Any) -> UniRepLKNet:
+    """UniRepLKNet-A (4.4M deploy params, 0.6G MACs at 224)."""
+    return _build(dict(depths=(2, 2, 6, 2), dims=(40, 80, 160, 320)), kwargs)
+
+
+@register_model(**_COMMON, reported=_reported(6.2e6, 0.905, 224, 78.6))
+def unireplknet_f(**kwargs: Any) -> UniRepLKNet:
+    """UniRepLKNet-F (6.2M, 0.9G)."""
+    return _build(dict(depths=(2, 2, 6, 2), dims=(48, 96, 192, 384)), kwargs)
+
+
+@register_model(**_COMMON, reported=_reported(10.7e6, 1.573, 224, 80.2))
+def unireplknet_p(**kwargs: Any) -> UniRepLKNet:
+    """UniRepLKNet-P (10.7M, 1.6G)."""
+    return _build(dict(depths=(2, 2, 6, 2), dims=(64, 128, 256, 512)), kwargs)
+
+
+@register_model(**_COMMON, reported=_reported(18.3e6, 2.767, 224, 81.6))
+def unireplknet_n(**kwargs: Any) -> UniRepLKNet:
+    """UniRepLKNet-N (18.3M, 2.8G)."""
+    return _build(dict(depths=(2, 2, 8, 2), dims=(80, 160, 320, 640)), kwargs)
+
+
+@register_model(**_COMMON, reported=_reported(31.0e6, 4.899, 224, 83.2))
+def unireplknet_t(**kwargs: Any) -> UniRepLKNet:
+    """UniRepLKNet-T (31.0M, 4.9G)."""
+    return _build(dict(depths=(3, 3, 18, 3), dims=(80, 160, 320, 640)), kwargs)
+
+
+@register_model(**_COMMON, reported=_reported(55.6e6, 9.094, 224, 83.9))
+def unireplknet_s(**kwargs: Any) -> UniRepLKNet:
+    """UniRepLKNet-S (55.6M, 9.1G at 224; 26.7G at 384)."""
+    return _build(dict(depths=(3, 3, 27, 3), dims=(96, 192, 384, 768)), kwargs)
+
+
+_COMMON_384 = {**_COMMON, "input_size": (3, 384, 384)}
+
+
+@register_model(**_COMMON_384, reported=_reported(97.9e6, 47.18, 384, 87.4))
+def unireplknet_b(**kwargs: Any) -> UniRepLKNet:
+    """UniRepLKNet-B (97.9M, 47.2G at 384; IN-22k -> 1k)."""
+    return _build(dict(depths=(3, 3, 27, 3), dims=(128, 256, 512, 1024)), kwargs)
+
+
+@register_model(**_COMMON_384, reported=_reported(218.3e6, 105.42, 384, 87.9))
+def unireplknet_l(**kwargs: Any) -> UniRepLKNet:
+    """UniRepLKNet-L (218.3M, 105.4G at 384)."""
+    return _build(dict(depths=(3, 3, 27, 3), dims=(192, 384, 768, 1536)), kwargs)
+
+
+@register_model(**_COMMON_384, reported=_reported(386.4e6, 186.77, 384, 88.0))
+def unireplknet_xl(**kwargs: Any) -> UniRepLKNet:
+    """UniRepLKNet-XL (386.4M, 187G at 384)."""
+    return _build(dict(depths=(3, 3, 27, 3), dims=(256, 512, 1024, 2048)), kwargs)
+
+
+@register_model(**{**_COMMON, "paper": "scaling-up-kernels"},
+                reported=Reported(params=int(1.4e9), resolution=224, params_tol=0.04,
+                                  source="journal Table 4 '1.4B' (deploy 1,349,862,400 measured; 1.35B rounds to 1.4B)"))
+def unireplknet_h(**kwargs: Any) -> UniRepLKNet:
+    """UniRepLKNet-H (journal extension, 1.4B params; no ImageNet MACs reported)."""
+    return _build(dict(depths=(3, 3, 27, 3), dims=(480, 960, 1920, 3840)), kwargs)
+
+
+# --- identities -------------------------------------------------------------------------------------------------
+def _randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Random weights, BN statistics, layer scale and GRN parameters, so every fused term matters."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * (0.3 if p.ndim > 1 else 0.5))
+            if name.endswith("gamma") and p.ndim == 1:
+                p.add_(0.5)
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g, dtype=m.running_mean.dtype) * 0.2)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g, dtype=m.running_var.dtype) + 2.0)
+    return model
+
+
+@register_identity("unireplknet", "dilated branches + BNs == one merged large DW kernel (K=13, float64)")
+def _identity_dilated_merge() -> str:
+    blk = _randomize_(DilatedReparamBlock(8, 13).double()).eval()
+    x = torch.randn(2, 8, 19, 19, dtype=torch.float64)
+    y0 = blk(x)
+    blk.reparameterize()
+    y1 = blk(x)
+    err = ((y1 - y0).abs().max() / y0.abs().max()).item()
+    assert err < 1e-10, f"relative error {err:.2e}"
+    return f"max rel error {err:.2e}"
+
+
+@register_identity("unireplknet", "reparameterize() keeps the network function (float64, rel. err < 1e-5)")
+def _identity_model_reparam() -> str:
+    torch.manual_seed(0)
+    model = _randomize_(test_unireplknet(num_classes=10).double()).eval()
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    y0 = model(x)
+    n0 = sum(p.numel() for p in model.parameters())
+    model.reparameterize()
+    y1 = model(x)
+    n1 = sum(p.numel() for p in model.parameters())
+    err = ((y1 - y0).abs().max() / y0.abs().max()).item()
+    assert err < 1e-5, f"relative error {err:.2e}"
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()), "BatchNorm left after reparameterize"
+    return f"max rel error {err:.2e}; params {n0} -> {n1}"
+
+
+@register_identity("scaling-up-kernels", "UniRepLKNet re-parameterisation is exact (shared code with unireplknet)")
+def _identity_journal() -> str:
+    return _identity_model_reparam()

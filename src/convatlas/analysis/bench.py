@@ -25,7 +25,7 @@ import platform
 import statistics
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 
@@ -40,6 +40,8 @@ __all__ = [
     "num_threads",
     "DTYPES",
     "parse_dtype",
+    "prepare_module",
+    "bench_model",
 ]
 
 DTYPES: dict[str, torch.dtype] = {
@@ -194,7 +196,8 @@ def matmul_peak_gflops(
 ) -> float:
     """This machine's attainable matmul throughput in GFLOP/s, measured now: ``(n, n) @ (n, n)`` in ``dtype``.
 
-    The figure is ``2 n^3 / median_seconds / 1e9``. On the 2-core development machine (idle) expect about
+    The figure is ``2 n^3 / fastest_seconds / 1e9`` (the best of ``reps`` runs: a peak is the attainable rate,
+    and the fastest run is the one least disturbed by other processes). On the 2-core development machine (idle) expect about
     177 GFLOP/s in fp32 and 411 in bf16 at n = 4096. Use a smaller ``n`` only for quick smoke runs.
     """
     if isinstance(dtype, str):
@@ -203,5 +206,135 @@ def matmul_peak_gflops(
     a = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
     b = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
     out = torch.empty(n, n, device=device, dtype=dtype)
-    sec = time_fn(lambda: torch.mm(a, b, out=out), warmup=warmup, reps=reps, device=device)
+    sec = timing_stats(lambda: torch.mm(a, b, out=out), warmup=warmup, reps=reps, device=device).min
     return 2.0 * n**3 / sec / 1e9
+
+
+def _cast_inputs(inputs: tuple, dtype: torch.dtype, channels_last: bool) -> tuple:
+    out = []
+    for t in inputs:
+        if isinstance(t, torch.Tensor) and t.is_floating_point():
+            t = t.to(dtype)
+            if channels_last and t.dim() == 4:
+                t = t.contiguous(memory_format=torch.channels_last)
+            elif channels_last and t.dim() == 5:
+                t = t.contiguous(memory_format=torch.channels_last_3d)
+        out.append(t)
+    return tuple(out)
+
+
+def prepare_module(
+    model: torch.nn.Module,
+    inputs: tuple,
+    *,
+    dtype: torch.dtype = torch.float32,
+    channels_last: bool = False,
+    compile: bool = False,
+) -> tuple[Callable[[], Any], tuple]:
+    """Put ``model`` in eval mode in ``dtype`` (and channels_last), optionally ``torch.compile`` it.
+
+    Returns ``(call, inputs)`` where ``call()`` runs one inference-mode forward on the cast inputs. Floating
+    inputs are cast to ``dtype`` (pure low-precision inference, as timm's ``--model-dtype``); integer inputs
+    (token ids, indices) are left alone.
+    """
+    model = model.eval().to(dtype)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    inputs = _cast_inputs(inputs, dtype, channels_last)
+    fn = torch.compile(model) if compile else model
+
+    def call() -> Any:
+        with torch.inference_mode():
+            return fn(*inputs)
+
+    return call, inputs
+
+
+def bench_model(
+    name: str,
+    *,
+    batch_sizes: Iterable[int] = (1,),
+    dtypes: Iterable[str] = ("fp32",),
+    compile: bool = False,
+    channels_last: bool = False,
+    warmup: int = 3,
+    reps: int = 10,
+    resolution: int | None = None,
+    peak: bool = True,
+    peak_n: int = 4096,
+    on_case: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Time registered model ``name`` (random init, eval mode) for every batch size x dtype.
+
+    For each case: median latency after warm-up, throughput (samples/s), measured GMACs of the batch (meta
+    device), achieved GFLOP/s = 2 * MACs / time, and its fraction of the matmul peak of that dtype measured in
+    the same call (fp32 and bf16, ``peak_n``^2; skipped with ``peak=False``).
+
+    Returns ``{"meta": {...machine, peaks...}, "rows": [...]}``.
+    """
+    from convatlas.analysis.complexity import measure_complexity
+    from convatlas.registry import create_model, example_inputs, get_entry
+
+    entry = get_entry(name)
+    batch_sizes = list(batch_sizes)
+    dtype_names = list(dtypes)
+    for b in batch_sizes:
+        if b < 1:
+            raise ValueError(f"batch size must be >= 1, got {b}")
+    dts = {d: parse_dtype(d) for d in dtype_names}
+    if reps < 1 or warmup < 0:
+        raise ValueError(f"need reps >= 1 and warmup >= 0, got reps={reps}, warmup={warmup}")
+    if resolution is not None and resolution < 1:
+        raise ValueError(f"resolution must be >= 1, got {resolution}")
+
+    def make_inputs(b: int) -> tuple:
+        if resolution is not None:
+            if entry.example_inputs is not None:
+                raise ValueError(f"{name}: --resolution does not apply to a model with custom example inputs")
+            c = entry.input_size[0]
+            nd = len(entry.input_size) - 1
+            return (torch.randn(b, c, *([resolution] * nd)),)
+        return example_inputs(entry, b, small=False)
+
+    peaks: dict[str, float] = {}
+    if peak:
+        for d in dict.fromkeys(["fp32", "bf16", *dtype_names]):
+            if on_case:
+                on_case(f"matmul peak {d}")
+            peaks[d] = matmul_peak_gflops(parse_dtype(d), n=peak_n)
+    rows = []
+    for b in batch_sizes:
+        base_inputs = make_inputs(b)
+        with torch.device("meta"):
+            meta_model = entry.builder()
+        meta_inputs = tuple(t.to("meta") if isinstance(t, torch.Tensor) else t for t in base_inputs)
+        gmacs = measure_complexity(meta_model, meta_inputs).gmacs
+        del meta_model
+        for dn, dt in dts.items():
+            if on_case:
+                on_case(f"batch {b} {dn}")
+            torch.manual_seed(0)
+            model = create_model(name)
+            call, _ = prepare_module(model, base_inputs, dtype=dt, channels_last=channels_last, compile=compile)
+            st = timing_stats(call, warmup=warmup, reps=reps)
+            gf = achieved_gflops(gmacs, st.median)
+            pk = peaks.get(dn, float("nan"))
+            rows.append({
+                "model": name,
+                "batch": b,
+                "dtype": dn,
+                "compile": compile,
+                "channels_last": channels_last,
+                "input": list(base_inputs[0].shape[1:]) if isinstance(base_inputs[0], torch.Tensor) else None,
+                "latency_ms": st.median * 1e3,
+                "latency_q1_ms": st.q1 * 1e3,
+                "latency_q3_ms": st.q3 * 1e3,
+                "throughput": b / st.median,
+                "gmacs": gmacs,
+                "gflops_s": gf,
+                "peak_gflops_s": pk,
+                "frac_peak": gf / pk if pk == pk and pk > 0 else float("nan"),
+            })
+            del model, call
+    meta = {"machine": machine_info(), "peak_gflops": peaks, "warmup": warmup, "reps": reps}
+    return {"meta": meta, "rows": rows}

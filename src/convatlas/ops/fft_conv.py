@@ -1,0 +1,461 @@
+"""Long (per-channel, causal) convolution by FFT: the FlashFFTConv operator (paper slug: ``flashfftconv``).
+
+``y = fft_conv(u, k, D, pregate=g1, postgate=g2)`` computes, for ``u`` of shape ``(B, H, L)`` and one kernel per
+channel ``k`` of shape ``(H, Lk)``::
+
+    v = u * g1                                      # optional pre-gate (Hyena / M2 usage)
+    y[b, h, t] = sum_{j=0}^{min(t, Lk-1)} k[h, j] * v[b, h, t - j]   # causal LINEAR convolution, t < L
+    y = (y + D[h] * v) * g2                         # optional skip term, optional post-gate
+
+Internally everything is computed in float32 (float64 if an input is float64) and cast back to ``u.dtype``, so
+bf16/fp16 activations with fp32 kernels are handled as in FlashFFTConv. Backends (``backend=``):
+
+- ``"torch"``: real FFTs (``torch.fft.rfft``/``irfft``, MKL/pocketfft on CPU, cuFFT on GPU) of size ``n``.
+- ``"monarch"``: the FlashFFTConv algorithm: the FFT as a Monarch decomposition executed as batched matmuls
+  (:mod:`convatlas.ops.monarch_fft`), with the kernel spectrum pre-permuted so data is never permuted, implicit
+  zero padding (the first/last stage only touch non-zero rows) and two real signals packed into one complex one.
+- ``"direct"``: ``F.conv1d`` with the flipped kernel (fastest for short kernels).
+- ``"blocked"``: overlap-save with a short FFT for kernels much shorter than the sequence (partial convolutions):
+  memory and the cached spectrum scale with ``Lk`` instead of ``L``.
+- ``"auto"`` (default): picks by a small dispatch table (:data:`DISPATCH`) measured once on the development
+  machine with ``benchmarks/long_conv.py``; :func:`measure_dispatch` re-measures it on yours.
+
+The default FFT size is the smallest fast size ``n >= L + Lk - 1`` (no wrap-around: a linear convolution). Passing
+``n`` explicitly gives FlashFFTConv's semantics ``irfft(rfft(v, n) · rfft(k, n), n)[..., :L]``, i.e. a circular
+convolution of size ``n`` when ``n < L + Lk - 1`` (e.g. SGConv's bidirectional kernel of length ``2L`` with
+``n = 2L``).
+
+The sparse forms of the card (``flashfftconv/sparse_conv.py``, FFT size ``2L``):
+:func:`partial_fft_conv` (kernel truncated to ``N_partial`` taps; overlap-save when short) and
+:func:`frequency_sparse_fft_conv` (``rfft(k, 2L)[..., N_partial // 2:] = 0``; only the kept bins are multiplied
+and stored, and the Monarch path skips the zero blocks of its innermost stage).
+
+For a fixed kernel (inference) compute its spectrum once with :func:`kernel_spectrum` and pass
+``spectrum=``; :class:`convatlas.layers.long_conv.LongConv` does this automatically.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from convatlas.identities import register_component, register_identity
+from convatlas.ops.monarch_fft import (
+    freq_block_rows,
+    monarch_dft,
+    monarch_factors,
+    monarch_idft,
+    permute_spectrum,
+)
+
+__all__ = [
+    "fft_conv",
+    "direct_conv",
+    "naive_fft_conv",
+    "kernel_spectrum",
+    "KernelSpectrum",
+    "partial_fft_conv",
+    "frequency_sparse_fft_conv",
+    "choose_backend",
+    "fast_fft_size",
+    "DISPATCH",
+    "measure_dispatch",
+]
+
+Backend = Literal["auto", "torch", "monarch", "direct", "blocked"]
+_BACKENDS = ("auto", "torch", "monarch", "direct", "blocked")
+
+# Dispatch table. Measured on the development CPU (2 cores, AVX-512, MKL FFT) with benchmarks/long_conv.py;
+# re-measure with measure_dispatch(). Keys:
+#   monarch_sizes: FFT sizes where the Monarch matmul FFT beat torch.fft (empty: torch.fft won everywhere).
+#   direct_max_taps: use conv1d when Lk <= this (and L * Lk <= direct_max_work).
+#   blocked_ratio: use overlap-save when L >= blocked_ratio * Lk (partial convolutions).
+DISPATCH: dict[str, object] = {
+    "monarch_sizes": frozenset(),
+    "direct_max_taps": 16,
+    "direct_max_work": 1 << 40,
+    "blocked_ratio": 8,
+}
+
+
+def fast_fft_size(m: int, pow2: bool = False) -> int:
+    """Smallest ``n >= m`` whose prime factors are 2, 3 and 5 (or a power of two with ``pow2=True``)."""
+    if m <= 1:
+        return 1
+    p = 1 << (m - 1).bit_length()
+    if pow2:
+        return p
+    best = p
+    f5 = 1
+    while f5 < best:
+        f35 = f5
+        while f35 < best:
+            v = f35
+            while v < m:
+                v *= 2
+            best = min(best, v)
+            f35 *= 3
+        f5 *= 5
+    return best
+
+
+@dataclass(frozen=True)
+class KernelSpectrum:
+    """A kernel's FFT, prepared for one backend (cache it when the kernel is fixed).
+
+    Attributes:
+        k_f: complex spectrum: ``(H, n//2+1)`` rfft (torch/blocked), truncated to ``freq_keep`` bins when
+            frequency-sparse; ``(H, n')`` digit-permuted full FFT (monarch), ``n'`` reduced by frequency blocks.
+            For ``direct`` it is the real flipped kernel ``(H, 1, Lk)``.
+        n: FFT size (block FFT size for ``blocked``).
+        backend: the backend it is laid out for.
+        taps: kernel length ``Lk`` after truncation.
+        seq_len: the sequence length it was prepared for (``None``: any, for ``direct``/``blocked``).
+        explicit_n: ``n`` was given by the caller (circular semantics).
+        freq_keep: number of kept rfft bins (frequency-sparse), or ``None``.
+        factors / freq_blocks: Monarch factorisation and kept innermost rows.
+    """
+
+    k_f: Tensor
+    n: int
+    backend: str
+    taps: int
+    seq_len: int | None
+    explicit_n: bool = False
+    freq_keep: int | None = None
+    factors: tuple[int, ...] = ()
+    freq_blocks: tuple[int, int] | None = None
+
+
+def _compute_dtype(*ts: Tensor | None) -> torch.dtype:
+    return torch.float64 if any(t is not None and t.dtype == torch.float64 for t in ts) else torch.float32
+
+
+def _check_kernel(name: str, k: object, h: int | None = None) -> None:
+    if not isinstance(k, Tensor):
+        raise ValueError(f"{name}: expected kernel k as a tensor (H, Lk), got {type(k).__name__}")
+    if k.ndim != 2:
+        raise ValueError(f"{name}: expected kernel k of shape (H, Lk), got shape {tuple(k.shape)}")
+    if not k.is_floating_point():
+        raise ValueError(f"{name}: expected a floating-point kernel (H, Lk), got dtype {k.dtype}")
+    if h is not None and k.shape[0] != h:
+        raise ValueError(f"{name}: kernel k has {k.shape[0]} channels (H, Lk)={tuple(k.shape)} but u has H={h}")
+
+
+def choose_backend(seq_len: int, taps: int, n: int | None = None) -> str:
+    """The backend ``"auto"`` uses for a sequence of ``seq_len`` and a kernel of ``taps`` (see :data:`DISPATCH`)."""
+    linear = n is None or n >= seq_len + taps - 1
+    if linear and taps <= int(DISPATCH["direct_max_taps"]) and seq_len * taps <= int(DISPATCH["direct_max_work"]):
+        return "direct"
+    if n is None and seq_len >= int(DISPATCH["blocked_ratio"]) * taps:
+        return "blocked"
+    size = n if n is not None else fast_fft_size(seq_len + taps - 1, pow2=True)
+    return "monarch" if size in DISPATCH["monarch_sizes"] else "torch"  # type: ignore[operator]
+
+
+def _blocked_fft_size(taps: int) -> int:
+    # Block FFT of 4x the kernel (at least 64): ~3/4 of every block is useful output.
+    return max(64, 1 << (4 * taps - 1).bit_length()) if taps > 1 else 64
+
+
+def kernel_spectrum(
+    k: Tensor,
+    seq_len: int,
+    *,
+    n: int | None = None,
+    backend: Backend = "auto",
+    freq_keep: int | None = None,
+) -> KernelSpectrum:
+    """Prepare the FFT of ``k`` ``(H, Lk)`` for sequences of length ``seq_len`` (reuse it while ``k`` is fixed).
+
+    Args:
+        k: per-channel kernels ``(H, Lk)``; kept in fp32 (fp64 if given fp64).
+        seq_len: sequence length ``L`` of the inputs it will be applied to.
+        n: FFT size; default: smallest fast size ``>= L + Lk - 1`` (linear convolution). Taps beyond ``L`` cannot
+            reach any output and are dropped when ``n`` is not given.
+        backend: ``"auto"``, ``"torch"``, ``"monarch"``, ``"direct"`` or ``"blocked"``.
+        freq_keep: keep only rfft bins ``< freq_keep`` (frequency-sparse convolution; the rest are zero).
+    """
+    _check_kernel("kernel_spectrum", k)
+    if backend not in _BACKENDS:
+        raise ValueError(f"kernel_spectrum: backend must be one of {_BACKENDS}, got {backend!r}")
+    if seq_len < 1:
+        raise ValueError(f"kernel_spectrum: seq_len must be >= 1, got {seq_len}")
+    explicit = n is not None
+    if not explicit and k.shape[-1] > seq_len:
+        k = k[:, :seq_len]
+    taps = k.shape[-1]
+    if explicit and n < taps:  # type: ignore[operator]
+        raise ValueError(f"kernel_spectrum: FFT size n={n} is smaller than the kernel length Lk={taps}")
+    if backend == "auto":
+        backend = choose_backend(seq_len, taps, n) if freq_keep is None else choose_backend(seq_len, 1 << 30, n)
+        if freq_keep is not None and backend in ("direct", "blocked"):
+            backend = "torch"
+    if freq_keep is not None and backend in ("direct", "blocked"):
+        raise ValueError(f"kernel_spectrum: frequency-sparse convolution needs an FFT backend, got {backend!r}")
+    if backend in ("direct", "blocked") and explicit and n < seq_len + taps - 1:  # type: ignore[operator]
+        raise ValueError(
+            f"kernel_spectrum: backend {backend!r} computes a linear convolution but n={n} < L + Lk - 1 = "
+            f"{seq_len + taps - 1} asks for a circular one"
+        )
+    cdt = _compute_dtype(k)
+    kc = k.to(cdt)
+    if backend == "direct":
+        return KernelSpectrum(kc.flip(-1)[:, None, :].contiguous(), 0, "direct", taps, None)
+    if backend == "blocked":
+        nb = _blocked_fft_size(taps)
+        return KernelSpectrum(torch.fft.rfft(kc, nb), nb, "blocked", taps, None)
+    if n is None:
+        n = fast_fft_size(seq_len + taps - 1, pow2=(backend == "monarch"))
+    if freq_keep is not None and not 0 < freq_keep <= n // 2 + 1:
+        raise ValueError(f"kernel_spectrum: freq_keep must be in [1, n//2+1={n // 2 + 1}], got {freq_keep}")
+    if backend == "torch":
+        kf = torch.fft.rfft(kc, n)
+        if freq_keep is not None:
+            kf = kf[:, :freq_keep].contiguous()
+        return KernelSpectrum(kf, n, "torch", taps, seq_len, explicit, freq_keep)
+    # monarch: full complex spectrum in digit-permuted order.
+    factors = monarch_factors(n)
+    kf = torch.fft.fft(kc, n)
+    fb = None
+    if freq_keep is not None:
+        idx = torch.arange(n, device=k.device)
+        keep = (idx < freq_keep) | (idx > n - freq_keep)
+        kf = kf * keep
+        fb = freq_block_rows(n, factors, freq_keep)
+    return KernelSpectrum(
+        permute_spectrum(kf, factors, fb).contiguous(), n, "monarch", taps, seq_len, explicit, freq_keep, factors, fb
+    )
+
+
+def fft_conv(
+    u: Tensor,
+    k: Tensor | None = None,
+    D: Tensor | None = None,
+    *,
+    n: int | None = None,
+    pregate: Tensor | None = None,
+    postgate: Tensor | None = None,
+    spectrum: KernelSpectrum | None = None,
+    backend: Backend = "auto",
+    freq_keep: int | None = None,
+) -> Tensor:
+    """Causal per-channel long convolution ``((u·pregate) * k + D·(u·pregate)) · postgate`` (flashfftconv).
+
+    Args:
+        u: input ``(B, H, L)``, any float dtype (bf16/fp16 are computed in fp32 and cast back).
+        k: kernels ``(H, Lk)``; ``Lk`` may be shorter than ``L`` (partial) or longer (extra taps are unused
+            unless ``n`` is given). Omit when ``spectrum`` is given.
+        D: optional skip/bias term per channel, ``(H,)`` (any shape with ``H`` elements).
+        n: FFT size; default smallest fast size ``>= L + Lk - 1`` (linear). An explicit ``n`` gives the
+            circular ``irfft(rfft(v, n)·rfft(k, n), n)[..., :L]``.
+        pregate / postgate: optional gates broadcastable to ``(B, H, L)``.
+        spectrum: cached :func:`kernel_spectrum` of the kernel (then ``k``, ``n``, ``backend``, ``freq_keep`` are
+            taken from it).
+        backend: ``"auto"`` | ``"torch"`` | ``"monarch"`` | ``"direct"`` | ``"blocked"``.
+        freq_keep: frequency-sparse: keep rfft bins ``< freq_keep`` of the kernel.
+
+    Returns:
+        ``(B, H, L)`` tensor of ``u.dtype``.
+    """
+    if not isinstance(u, Tensor) or u.ndim != 3:
+        got = tuple(u.shape) if isinstance(u, Tensor) else type(u).__name__
+        raise ValueError(f"fft_conv: expected input u of shape (B, H, L), got {got}")
+    if not u.is_floating_point():
+        raise ValueError(f"fft_conv: expected a floating-point input u (B, H, L), got dtype {u.dtype}")
+    bsz, h, seq_len = u.shape
+    for name, g in (("pregate", pregate), ("postgate", postgate)):
+        if g is not None:
+            try:
+                ok = torch.broadcast_shapes(g.shape, u.shape) == u.shape
+            except RuntimeError:
+                ok = False
+            if not ok:
+                raise ValueError(
+                    f"fft_conv: {name} of shape {tuple(g.shape)} does not broadcast to u (B, H, L)={tuple(u.shape)}"
+                )
+    if D is not None and D.numel() != h:
+        raise ValueError(f"fft_conv: D must have H={h} elements (one per channel), got shape {tuple(D.shape)}")
+    if spectrum is None:
+        if k is None:
+            raise ValueError("fft_conv: pass a kernel k (H, Lk) or a cached spectrum")
+        _check_kernel("fft_conv", k, h)
+        spectrum = kernel_spectrum(k, seq_len, n=n, backend=backend, freq_keep=freq_keep)
+    else:
+        if k is not None:
+            raise ValueError("fft_conv: pass either k or spectrum, not both")
+        if spectrum.k_f.shape[0] != h:
+            raise ValueError(f"fft_conv: cached spectrum has {spectrum.k_f.shape[0]} channels but u has H={h}")
+        if spectrum.seq_len is not None and spectrum.seq_len != seq_len:
+            raise ValueError(
+                f"fft_conv: cached spectrum was prepared for L={spectrum.seq_len}, got u of shape {tuple(u.shape)}"
+            )
+
+    out_dtype = u.dtype
+    cdt = torch.float64 if (u.dtype == torch.float64 or spectrum.k_f.dtype in (torch.float64, torch.complex128)) else torch.float32
+    v = u.to(cdt)
+    if pregate is not None:
+        v = v * pregate.to(cdt)
+
+    if spectrum.backend == "direct":
+        y = F.conv1d(F.pad(v, (spectrum.taps - 1, 0)), spectrum.k_f.to(cdt), groups=h)
+    elif spectrum.backend == "blocked":
+        y = _overlap_save(v, spectrum.k_f, spectrum.taps, spectrum.n)
+    elif spectrum.backend == "torch":
+        vf = torch.fft.rfft(v, spectrum.n)
+        if spectrum.freq_keep is not None:
+            vf = vf[..., : spectrum.freq_keep]
+        y = torch.fft.irfft(vf * spectrum.k_f, spectrum.n)[..., :seq_len]
+    else:
+        y = _monarch_conv(v, spectrum)
+
+    if D is not None:
+        y = y + v * D.reshape(h, 1).to(cdt)
+    if postgate is not None:
+        y = y * postgate.to(cdt)
+    return y.to(out_dtype)
+
+
+def _overlap_save(v: Tensor, k_f: Tensor, taps: int, nb: int) -> Tensor:
+    """Linear convolution with a short kernel by overlap-save blocks of FFT size ``nb`` (``(B, H, L)``)."""
+    seq_len = v.shape[-1]
+    step = nb - taps + 1
+    nblk = -(-seq_len // step)
+    total = (nblk - 1) * step + nb
+    x = F.pad(v, (taps - 1, total - seq_len - (taps - 1)))
+    frames = x.unfold(-1, nb, step)  # (B, H, nblk, nb)
+    y = torch.fft.irfft(torch.fft.rfft(frames, nb) * k_f[:, None, :], nb)[..., taps - 1 :]
+    return y.reshape(*v.shape[:-1], nblk * step)[..., :seq_len]
+
+
+def _monarch_conv(v: Tensor, s: KernelSpectrum) -> Tensor:
+    """Monarch FFT conv of real ``v`` ``(B, H, L)``: pack two batch rows as real/imag of one complex signal."""
+    bsz, h, seq_len = v.shape
+    half = (bsz + 1) // 2
+    if bsz % 2:
+        v = torch.cat([v, v.new_zeros(1, h, seq_len)], 0)
+    z = torch.complex(v[:half], v[half:])
+    valid = min(seq_len, s.n)
+    if seq_len > s.n:
+        raise ValueError(f"fft_conv: sequence length L={seq_len} exceeds the FFT size n={s.n}")
+    zf = monarch_dft(z, s.factors, permuted=True, valid_in=valid, freq_blocks=s.freq_blocks)
+    yz = monarch_idft(zf * s.k_f, s.factors, permuted=True, valid_out=valid, freq_blocks=s.freq_blocks)
+    return torch.cat([yz.real, yz.imag], 0)[:bsz]
+
+
+def direct_conv(u: Tensor, k: Tensor, D: Tensor | None = None) -> Tensor:
+    """Reference causal linear convolution by ``conv1d`` with the flipped kernel: ``(B, H, L)`` in and out."""
+    _check_kernel("direct_conv", k, u.shape[1])
+    seq_len = u.shape[-1]
+    k = k[:, :seq_len]
+    y = F.conv1d(F.pad(u, (k.shape[-1] - 1, 0)), k.flip(-1)[:, None, :].to(u.dtype), groups=u.shape[1])
+    if D is not None:
+        y = y + u * D.reshape(-1, 1).to(u.dtype)
+    return y
+
+
+def naive_fft_conv(u: Tensor, k: Tensor, D: Tensor | None = None) -> Tensor:
+    """The plain PyTorch FFT convolution most long-conv codebases use (benchmark baseline, FFT size 2L)."""
+    seq_len = u.shape[-1]
+    n = 2 * seq_len
+    y = torch.fft.irfft(torch.fft.rfft(u.float(), n=n) * torch.fft.rfft(k.float(), n=n), n=n)[..., :seq_len]
+    if D is not None:
+        y = y + u * D.reshape(-1, 1)
+    return y.to(u.dtype)
+
+
+def partial_fft_conv(u: Tensor, k: Tensor, n_partial: int, D: Tensor | None = None, **kwargs) -> Tensor:
+    """Partial convolution (card: ``PartialFFTConv(N_partial)``): the kernel truncated to ``n_partial`` taps.
+
+    Equal to the full convolution when ``n_partial >= L``. With ``backend="auto"`` a kernel much shorter than
+    the sequence runs blockwise (overlap-save), so time and memory scale with ``n_partial`` instead of ``L``.
+    """
+    if n_partial < 1:
+        raise ValueError(f"partial_fft_conv: n_partial must be >= 1, got {n_partial}")
+    return fft_conv(u, k[:, :n_partial], D, **kwargs)
+
+
+def frequency_sparse_fft_conv(u: Tensor, k: Tensor, n_partial: int, D: Tensor | None = None, **kwargs) -> Tensor:
+    """Frequency-sparse convolution (card: ``FrequencySparseFFTConv(N_partial)``, FFT size ``2L``): the kernel's
+    ``rfft(k, 2L)[..., n_partial // 2:]`` is zeroed. Only the kept bins are multiplied/stored; the Monarch
+    backend also skips the zero blocks of its innermost stage. Equal to the full conv when ``n_partial >= 2L+2``.
+    """
+    seq_len = u.shape[-1]
+    n = 2 * seq_len
+    keep = min(n_partial // 2, n // 2 + 1)
+    if keep < 1:
+        raise ValueError(f"frequency_sparse_fft_conv: n_partial must be >= 2, got {n_partial}")
+    kwargs.setdefault("backend", "torch")
+    return fft_conv(u, k, D, n=n, freq_keep=keep, **kwargs)
+
+
+def measure_dispatch(sizes: tuple[int, ...] = (256, 1024, 4096, 16384, 65536), batch: int = 4, channels: int = 64,
+                     repeats: int = 5) -> dict[str, object]:
+    """Re-measure which FFT backend wins per FFT size on this machine; updates and returns :data:`DISPATCH`."""
+    import time
+
+    winners = set()
+    for n in sizes:
+        seq_len = n // 2
+        u = torch.randn(batch, channels, seq_len)
+        k = torch.randn(channels, seq_len)
+        times = {}
+        for b in ("torch", "monarch"):
+            s = kernel_spectrum(k, seq_len, n=n, backend=b)
+            fft_conv(u, spectrum=s)
+            ts = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                fft_conv(u, spectrum=s)
+                ts.append(time.perf_counter() - t0)
+            times[b] = sorted(ts)[len(ts) // 2]
+        if times["monarch"] < times["torch"]:
+            winners.add(n)
+    DISPATCH["monarch_sizes"] = frozenset(winners)
+    return DISPATCH
+
+
+register_component("flashfftconv", fft_conv, name="fft_conv")
+register_component("flashfftconv", partial_fft_conv, name="partial_fft_conv")
+register_component("flashfftconv", frequency_sparse_fft_conv, name="frequency_sparse_fft_conv")
+
+
+@register_identity("flashfftconv", "fft_conv (torch, monarch, blocked, gated) == direct causal conv1d, float64")
+def _identity_fft_equals_direct() -> str:
+    g = torch.Generator().manual_seed(0)
+    worst = 0.0
+    for seq_len, taps in ((300, 300), (256, 100), (1000, 37)):
+        u = torch.randn(3, 4, seq_len, dtype=torch.float64, generator=g)
+        k = torch.randn(4, taps, dtype=torch.float64, generator=g)
+        d = torch.randn(4, dtype=torch.float64, generator=g)
+        g1 = torch.randn(3, 4, seq_len, dtype=torch.float64, generator=g)
+        g2 = torch.randn(3, 4, seq_len, dtype=torch.float64, generator=g)
+        ref = direct_conv(u * g1, k, d) * g2
+        for b in ("torch", "monarch", "blocked", "direct"):
+            y = fft_conv(u, k, d, pregate=g1, postgate=g2, backend=b)
+            err = (y - ref).abs().max().item()
+            worst = max(worst, err)
+            assert err < 1e-10, f"backend {b} L={seq_len} Lk={taps}: max abs error {err:.2e}"
+    return f"max abs error {worst:.2e} over 4 backends, L in (300, 256, 1000), gated + skip term"
+
+
+@register_identity("flashfftconv", "sparse forms: partial == conv with truncated kernel, freq-sparse == low-passed kernel")
+def _identity_sparse_forms() -> str:
+    g = torch.Generator().manual_seed(1)
+    seq_len = 512
+    u = torch.randn(2, 4, seq_len, dtype=torch.float64, generator=g)
+    k = torch.randn(4, seq_len, dtype=torch.float64, generator=g)
+    e1 = (partial_fft_conv(u, k, 40) - direct_conv(u, k[:, :40])).abs().max().item()
+    n = 2 * seq_len
+    kf = torch.fft.rfft(k, n)
+    kf[..., 96 // 2 :] = 0
+    k_low = torch.fft.irfft(kf, n)
+    ref = torch.fft.irfft(torch.fft.rfft(u, n) * torch.fft.rfft(k_low, n), n)[..., :seq_len]
+    e2 = max((frequency_sparse_fft_conv(u, k, 96, backend=b) - ref).abs().max().item() for b in ("torch", "monarch"))
+    assert e1 < 1e-10 and e2 < 1e-10, f"partial {e1:.2e}, frequency-sparse {e2:.2e}"
+    return f"partial max abs error {e1:.2e}; frequency-sparse (torch, monarch) {e2:.2e}"

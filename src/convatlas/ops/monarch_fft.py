@@ -1,0 +1,319 @@
+"""Monarch (Cooley–Tukey "four-step") FFT as batched matrix multiplies (paper slug: ``flashfftconv``).
+
+A length-``N`` DFT with ``N = N1 · M`` is computed as (time index ``n = M·n1 + m``, frequency ``k = k1 + N1·km``):
+
+1. view ``x`` as ``X[n1, m]`` and take the length-``N1`` DFT over ``n1``: a matmul with the dense ``F_{N1}``,
+   ``F_n[j, k] = exp(-2πi·jk/n)``;
+2. multiply by the twiddles ``T[k1, m] = exp(-2πi·k1·m/N)``;
+3. take the length-``M`` DFT over ``m`` (recursively: an order-``p`` factorisation is order 2 whose inner DFT is
+   order ``p-1``; the innermost stage is one dense matmul);
+4. the result is indexed ``[k1, km]``; the natural order needs a transpose per level.
+
+``monarch_dft`` returns the natural order (equals ``torch.fft.fft``). ``monarch_dft(..., permuted=True)`` skips the
+transposes and returns the *digit-permuted* spectrum; ``monarch_idft(..., permuted=True)`` consumes exactly that
+order. A convolution therefore never permutes its data: only the kernel spectrum is permuted once
+(:func:`permute_spectrum`), as in the official kernels (``k_f.reshape(H, sqrt_N, sqrt_N).transpose(-1, -2)``).
+
+Two block-skipping options implement the paper's sparse/padded forms without materialising zeros:
+
+- ``valid_in`` (implicit zero padding / partial inputs): only the first ``valid_in`` time samples are non-zero,
+  so the first stage multiplies only ``ceil(valid_in / M)`` columns of ``F_{N1}``; symmetrically
+  ``monarch_idft(..., valid_out=L)`` only produces the first ``ceil(L / M)`` rows of the last inverse stage.
+- ``freq_blocks`` (frequency-sparse convolution): in the permuted order the innermost dense stage produces the
+  most significant frequency digit ``k_p`` (``k ≈ k_p · N / N_p``). Keeping only the ``k_p`` rows of a low band and
+  its mirrored high band skips whole blocks of the innermost matmul and shrinks every later tensor.
+
+Factorisations follow the card (``flashfftconv/conv.py``): 256 = 16×16, 1024 = 32×32, 4096 = 16×16×16,
+8192 = 32×16×16, 16384 = 16×32×32, 32768 = 32×32×32, 65536 = 16×16×16×16, ... (order 2, 3, 4). The official
+kernels use a real-input trick for N = 512 and 2048 (an N/2 complex FFT plus a post-twiddle); here real inputs are
+handled by the "two-for-one" packing in :mod:`convatlas.ops.fft_conv` (two real signals sharing one kernel are
+the real and imaginary part of one complex signal), which saves the same factor 2 for every size.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import torch
+from torch import Tensor
+
+from convatlas.identities import register_component, register_identity
+
+__all__ = [
+    "monarch_factors",
+    "monarch_dft",
+    "monarch_idft",
+    "digit_permutation",
+    "permute_spectrum",
+    "freq_block_rows",
+]
+
+# Card table (official FlashFFTConv factorisations); other powers of two are split into factors <= 32.
+_CARD_FACTORS: dict[int, tuple[int, ...]] = {
+    256: (16, 16),
+    512: (16, 32),
+    1024: (32, 32),
+    2048: (32, 64),
+    4096: (16, 16, 16),
+    8192: (32, 16, 16),
+    16384: (16, 32, 32),
+    32768: (32, 32, 32),
+    65536: (16, 16, 16, 16),
+    131072: (32, 16, 16, 16),
+    262144: (32, 32, 16, 16),
+    524288: (32, 16, 32, 32),
+    1048576: (32, 32, 32, 32),
+    2097152: (64, 32, 32, 32),
+    4194304: (128, 32, 32, 32),
+}
+
+
+def monarch_factors(n: int, max_factor: int = 32) -> tuple[int, ...]:
+    """Factorisation of ``n`` used by the Monarch FFT: the card's table for powers of two in [256, 4M], otherwise
+    a split into as few factors <= ``max_factor`` as possible (any ``n`` whose prime factors are <= max_factor;
+    a larger prime factor becomes one dense stage)."""
+    if n < 1:
+        raise ValueError(f"monarch_factors: FFT size must be >= 1, got {n}")
+    if n in _CARD_FACTORS and max_factor == 32:
+        return _CARD_FACTORS[n]
+    if n <= max_factor:
+        return (n,)
+    if n & (n - 1) == 0:
+        bits = n.bit_length() - 1
+        per = max(1, int(math.log2(max_factor)))
+        p = -(-bits // per)
+        base, extra = divmod(bits, p)
+        return tuple(2 ** (base + (1 if i < extra else 0)) for i in range(p))
+    # General n: greedy prime grouping.
+    primes: list[int] = []
+    r, f = n, 2
+    while f * f <= r:
+        while r % f == 0:
+            primes.append(f)
+            r //= f
+        f += 1
+    if r > 1:
+        primes.append(r)
+    factors: list[int] = []
+    for q in sorted(primes, reverse=True):
+        for i, g in enumerate(factors):
+            if g * q <= max_factor:
+                factors[i] = g * q
+                break
+        else:
+            factors.append(q)
+    return tuple(sorted(factors, reverse=True))
+
+
+@lru_cache(maxsize=256)
+def _dft_matrix_cpu(n: int, dtype: torch.dtype, inverse: bool) -> Tensor:
+    j = torch.arange(n, dtype=torch.float64)
+    # jk mod n keeps the angle small and exact for large n.
+    jk = torch.remainder(torch.outer(j, j), n)
+    sign = 1.0 if inverse else -1.0
+    return torch.polar(torch.ones_like(jk), sign * 2 * math.pi * jk / n).to(dtype)
+
+
+@lru_cache(maxsize=256)
+def _twiddle_cpu(n1: int, m: int, dtype: torch.dtype, inverse: bool) -> Tensor:
+    k1 = torch.arange(n1, dtype=torch.float64)[:, None]
+    mm = torch.arange(m, dtype=torch.float64)[None, :]
+    ang = torch.remainder(k1 * mm, n1 * m) * (2 * math.pi / (n1 * m))
+    return torch.polar(torch.ones_like(ang), (1.0 if inverse else -1.0) * ang).to(dtype)
+
+
+def _buf(fn, *args, device: torch.device) -> Tensor:  # cached constants, moved to the data's device
+    t = fn(*args)
+    return t if device.type == "cpu" else t.to(device)
+
+
+def _check_complex(name: str, x: Tensor) -> None:
+    if not isinstance(x, Tensor) or not x.is_complex():
+        got = x.dtype if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"{name}: expected a complex tensor (..., N), got {got}")
+
+
+def monarch_dft(
+    x: Tensor,
+    factors: tuple[int, ...] | None = None,
+    *,
+    permuted: bool = False,
+    valid_in: int | None = None,
+    freq_blocks: tuple[int, int] | None = None,
+) -> Tensor:
+    """Forward DFT over the last dim by the Monarch decomposition (equals ``torch.fft.fft(x)``).
+
+    Args:
+        x: complex tensor ``(..., N)``, or ``(..., valid_in)`` when ``valid_in`` is given (implicit zero padding
+            to ``N = prod(factors)``).
+        factors: ``(N_1, ..., N_p)``; default :func:`monarch_factors` of ``x.shape[-1]``.
+        permuted: return the digit-permuted order (no transposes), for :func:`monarch_idft` with ``permuted=True``.
+        valid_in: number of leading non-zero samples; the rest are implicit zeros (first stage skips them).
+        freq_blocks: ``(lo, hi)``: only with ``permuted=True``; keep rows ``k_p < lo`` and ``k_p >= N_p - hi`` of
+            the innermost stage (a frequency-sparse spectrum); the last dim of the result shrinks accordingly.
+
+    Returns:
+        complex tensor ``(..., N)`` (or fewer entries with ``freq_blocks``).
+    """
+    _check_complex("monarch_dft", x)
+    if factors is None:
+        factors = monarch_factors(x.shape[-1] if valid_in is None else int(valid_in))
+    n = math.prod(factors)
+    if valid_in is None:
+        if x.shape[-1] != n:
+            raise ValueError(f"monarch_dft: last dim {x.shape[-1]} != prod(factors) = {n} (factors {factors})")
+    elif x.shape[-1] != valid_in or not 0 < valid_in <= n:
+        raise ValueError(f"monarch_dft: valid_in={valid_in} must equal x.shape[-1]={x.shape[-1]} and be <= {n}")
+    if freq_blocks is not None and not permuted:
+        raise ValueError("monarch_dft: freq_blocks needs permuted=True")
+    return _fwd(x, tuple(factors), permuted, x.shape[-1], freq_blocks)
+
+
+def _fwd(x: Tensor, factors: tuple[int, ...], permuted: bool, valid: int, fb: tuple[int, int] | None) -> Tensor:
+    dev, dt = x.device, x.dtype
+    lead = x.shape[:-1]
+    if len(factors) == 1:
+        (n,) = factors
+        f = _buf(_dft_matrix_cpu, n, dt, False, device=dev)  # symmetric
+        fT = f[:, :valid]  # columns of the (symmetric) matrix used by the non-zero samples
+        if fb is not None:
+            lo, hi = fb
+            rows = torch.cat([torch.arange(lo), torch.arange(n - hi, n)]).to(dev)
+            fT = fT.index_select(0, rows)
+        return x @ fT.transpose(0, 1)
+    n1, m = factors[0], math.prod(factors[1:])
+    r = -(-valid // m)  # non-zero rows n1 < r
+    if r * m != valid:
+        x = torch.nn.functional.pad(x, (0, r * m - valid))
+    xv = x.reshape(*lead, r, m)
+    f1 = _buf(_dft_matrix_cpu, n1, dt, False, device=dev)[:, :r]
+    a = f1 @ xv  # (..., n1[k1], m)
+    a = a * _buf(_twiddle_cpu, n1, m, dt, False, device=dev)
+    b = _fwd(a, factors[1:], permuted, m, fb)  # (..., n1, m' )
+    if permuted:
+        return b.reshape(*lead, -1)
+    return b.transpose(-1, -2).reshape(*lead, n1 * m)
+
+
+def monarch_idft(
+    y: Tensor,
+    factors: tuple[int, ...],
+    *,
+    permuted: bool = False,
+    valid_out: int | None = None,
+    freq_blocks: tuple[int, int] | None = None,
+) -> Tensor:
+    """Inverse DFT (equals ``torch.fft.ifft``, 1/N applied once) by the Monarch decomposition.
+
+    Args:
+        y: complex spectrum ``(..., N)`` in natural order, or digit-permuted order when ``permuted=True`` (as
+            returned by ``monarch_dft(..., permuted=True)``, possibly reduced by ``freq_blocks``).
+        factors: the factorisation used by the forward transform.
+        valid_out: only the first ``valid_out`` time samples are computed (the last stage skips the others).
+        freq_blocks: the same ``(lo, hi)`` given to :func:`monarch_dft`.
+
+    Returns:
+        complex tensor ``(..., valid_out or N)``.
+    """
+    _check_complex("monarch_idft", y)
+    factors = tuple(factors)
+    n = math.prod(factors)
+    if freq_blocks is not None and not permuted:
+        raise ValueError("monarch_idft: freq_blocks needs permuted=True")
+    expect = n if freq_blocks is None else n // factors[-1] * (freq_blocks[0] + freq_blocks[1])
+    if y.shape[-1] != expect:
+        raise ValueError(f"monarch_idft: last dim {y.shape[-1]} != expected {expect} for factors {factors}")
+    valid = n if valid_out is None else int(valid_out)
+    if not 0 < valid <= n:
+        raise ValueError(f"monarch_idft: valid_out={valid_out} must be in (0, {n}]")
+    out = _inv(y, factors, permuted, valid, freq_blocks)
+    return out * (1.0 / n)
+
+
+def _inv(y: Tensor, factors: tuple[int, ...], permuted: bool, valid: int, fb: tuple[int, int] | None) -> Tensor:
+    """Unnormalised inverse (conjugate matrices/twiddles); returns the first ``valid`` samples."""
+    dev, dt = y.device, y.dtype
+    lead = y.shape[:-1]
+    if len(factors) == 1:
+        (n,) = factors
+        f = _buf(_dft_matrix_cpu, n, dt, True, device=dev)
+        g = f[:valid]  # output rows
+        if fb is not None:
+            lo, hi = fb
+            cols = torch.cat([torch.arange(lo), torch.arange(n - hi, n)]).to(dev)
+            g = g.index_select(1, cols)
+        return y @ g.transpose(0, 1)
+    n1, m = factors[0], math.prod(factors[1:])
+    r = -(-valid // m)
+    if permuted:
+        yv = y.reshape(*lead, n1, -1)
+    else:
+        yv = y.reshape(*lead, -1, n1).transpose(-1, -2)
+    b = _inv(yv, factors[1:], permuted, m, fb)  # (..., n1[k1], m)
+    b = b * _buf(_twiddle_cpu, n1, m, dt, True, device=dev)
+    g1 = _buf(_dft_matrix_cpu, n1, dt, True, device=dev)[:r]
+    out = (g1 @ b).reshape(*lead, r * m)
+    return out[..., :valid] if r * m != valid else out
+
+
+@lru_cache(maxsize=64)
+def _digit_perm_cpu(factors: tuple[int, ...]) -> Tensor:
+    if len(factors) == 1:
+        return torch.arange(factors[0])
+    n1, m = factors[0], math.prod(factors[1:])
+    inner = _digit_perm_cpu(factors[1:])  # position j of the inner output holds frequency inner[j]
+    k1 = torch.arange(n1)[:, None]
+    return (k1 + n1 * inner[None, :]).reshape(-1)
+
+
+def digit_permutation(factors: tuple[int, ...], freq_blocks: tuple[int, int] | None = None) -> Tensor:
+    """Index tensor ``p`` with ``monarch_dft(x, factors, permuted=True) == torch.fft.fft(x)[..., p]``."""
+    perm = _digit_perm_cpu(tuple(factors))
+    if freq_blocks is None:
+        return perm
+    lo, hi = freq_blocks
+    np_ = factors[-1]
+    keep = torch.cat([torch.arange(lo), torch.arange(np_ - hi, np_)])
+    return perm.reshape(-1, np_)[:, keep].reshape(-1)
+
+
+def permute_spectrum(
+    k_f: Tensor, factors: tuple[int, ...], freq_blocks: tuple[int, int] | None = None
+) -> Tensor:
+    """Reorder a natural-order spectrum ``(..., N)`` into the Monarch digit-permuted order (done once per kernel)."""
+    return k_f.index_select(-1, digit_permutation(factors, freq_blocks).to(k_f.device))
+
+
+def freq_block_rows(n: int, factors: tuple[int, ...], n_keep: int) -> tuple[int, int]:
+    """``(lo, hi)`` innermost-stage rows covering the frequency-sparse band of :func:`fft_conv` semantics.
+
+    The kept rfft bins are ``k < n_keep`` (and, for a real kernel, the mirrored ``k > n - n_keep``); frequency
+    ``k`` lies in innermost row ``k_p = k // (n / N_p)``. Returns the rows of the low band and of the high band.
+    """
+    np_ = factors[-1]
+    blk = n // np_
+    lo = min(np_, -(-n_keep // blk))
+    hi = min(np_ - lo, -(-max(n_keep - 1, 0) // blk))
+    return lo, hi
+
+
+register_component("flashfftconv", monarch_dft, name="monarch_dft")
+register_component("flashfftconv", monarch_idft, name="monarch_idft")
+
+
+@register_identity("flashfftconv", "Monarch DFT (order 2/3/4) == torch.fft.fft in complex128")
+def _identity_monarch_equals_fft() -> str:
+    g = torch.Generator().manual_seed(0)
+    worst = 0.0
+    for n in (256, 1024, 4096, 65536):
+        x = torch.randn(2, n, dtype=torch.complex128, generator=g)
+        f = monarch_factors(n)
+        ref = torch.fft.fft(x)
+        err = (monarch_dft(x, f) - ref).abs().max().item()
+        err = max(err, (monarch_idft(ref, f) - x).abs().max().item())
+        perm = digit_permutation(f)
+        err = max(err, (monarch_dft(x, f, permuted=True) - ref[..., perm]).abs().max().item())
+        worst = max(worst, err / math.sqrt(n))
+        assert err < 1e-9 * n, f"N={n} factors={f}: max abs error {err:.2e}"
+    return f"max abs error / sqrt(N) {worst:.2e} (N=256, 1024, 4096 order 3, 65536 order 4)"

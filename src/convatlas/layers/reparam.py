@@ -8,7 +8,9 @@ collapse into one convolution for inference. The pieces here are reused by every
 - :func:`pad_kernel` / :func:`merge_kernels`: centre-pad kernels to a common size and sum them;
 - :class:`ConvBN`: conv (no bias) + BatchNorm with ``fuse()`` (LSNet's / EfficientViT's ``Conv2d_BN``);
 - :class:`BNLinear`: BatchNorm1d + Linear with ``fuse()`` (LSNet's / LeViT's classifier);
-- :func:`reparameterize_model`: call ``reparameterize()`` on every sub-module, in place (deepest first).
+- :func:`reparameterize_model`: call ``reparameterize()`` on every sub-module, in place (deepest first);
+- :func:`fuse_submodules`: replace every child that has ``fuse() -> nn.Module`` by its fused module (LeViT/
+  EfficientViT/LSNet pattern), in place.
 
 All fusions are exact in eval mode (BatchNorm uses running statistics) up to floating-point rounding.
 Cards: unireplknet, scaling-up-kernels, lsnet.
@@ -32,6 +34,7 @@ __all__ = [
     "ConvBN",
     "BNLinear",
     "reparameterize_model",
+    "fuse_submodules",
 ]
 
 
@@ -191,3 +194,25 @@ def reparameterize_model(model: nn.Module) -> nn.Module:
     model.eval()
     visit(model)
     return model.eval()
+
+
+def fuse_submodules(model: nn.Module) -> nn.Module:
+    """Replace, in place, every sub-module defining ``fuse() -> nn.Module`` by the module it returns; eval mode.
+
+    Parents are tried before their children, so a block whose ``fuse()`` covers its own children (e.g. RepVGGDW,
+    which merges two ConvBNs and the identity) is fused as a whole.
+    """
+    model.eval()
+
+    def visit(m: nn.Module) -> None:
+        for name, child in list(m.named_children()):
+            fuse = getattr(child, "fuse", None)
+            if callable(fuse):
+                fused = fuse()
+                if isinstance(fused, nn.Module):
+                    setattr(m, name, fused)
+                    continue
+            visit(child)
+
+    visit(model)
+    return model

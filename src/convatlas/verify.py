@@ -21,7 +21,9 @@ Example::
 
 from __future__ import annotations
 
+import sys
 import time
+import types
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -297,3 +299,17 @@ def verify_papers(
         for s in papers:
             out.append(verify_paper(s, identities=identities, use_cache=use_cache, on_check=tick))
     return out
+
+
+class _CallableModule(types.ModuleType):
+    """``convatlas.verify`` is both this module and the public function ``convatlas.verify(*slugs)``.
+
+    Importing ``convatlas.verify`` replaces the package attribute of the same name with the module, so the
+    module itself is made callable with the same signature as the function in ``convatlas/__init__.py``.
+    """
+
+    def __call__(self, *slugs: str, **kwargs: Any) -> list[PaperResult]:
+        return verify_papers(list(slugs) or None, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

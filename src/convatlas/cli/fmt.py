@@ -49,6 +49,8 @@ def fmt_rel(err: float | None) -> str:
         return "-"
     if math.isinf(err):
         return "inf"
+    if err != 0 and abs(err) < 5e-5:
+        return f"{err * 100:+.0e}%"
     return f"{err * 100:+.2f}%"
 
 

@@ -145,7 +145,7 @@ class Stem(nn.Module):
 
 
 class MetaFormerStage(nn.Module):
-    """[Downsampling] + blocks. Input/output (B, C, H, W); attention stages flatten to (B, N, C) inside."""
+    """[Downsampling (all stages but the first)] + blocks. Input/output (B, C, H, W); attention stages flatten to (B, N, C) inside."""
 
     def __init__(
         self,
@@ -158,11 +158,12 @@ class MetaFormerStage(nn.Module):
         num_tokens: int | None = None,
         layer_scale_init_value: float | None = None,
         res_scale_init_value: float | None = None,
+        downsample: bool = True,
     ) -> None:
         super().__init__()
         self.grad_checkpointing = False
         self.channels_first = mixer != "attention"
-        self.downsample = nn.Identity() if in_chs == out_chs else Downsampling(in_chs, out_chs)
+        self.downsample = Downsampling(in_chs, out_chs) if downsample else nn.Identity()
         self.blocks = nn.Sequential(
             *[
                 MetaFormerBlock(
@@ -305,7 +306,9 @@ class MetaFormer(nn.Module):
         stages, self.feature_info, prev = [], [], dims[0]
         for i in range(n):
             tokens = sizes[i][0] * sizes[i][1]
-            stages.append(MetaFormerStage(prev, dims[i], depths[i], mixers[i], norm_kinds[i], rates[i], tokens, ls[i], rs[i]))
+            stages.append(
+                MetaFormerStage(prev, dims[i], depths[i], mixers[i], norm_kinds[i], rates[i], tokens, ls[i], rs[i], i > 0)
+            )
             prev = dims[i]
             self.feature_info.append({"num_chs": dims[i], "reduction": 4 * 2**i, "module": f"stages.{i}"})
         self.stages = nn.Sequential(*stages)

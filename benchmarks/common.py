@@ -2,7 +2,8 @@
 
 - :func:`machine_info` -> dict (CPU, cores, torch, threads, load average, time). Store it with every result.
 - :func:`matmul_peak_gflops` (dtype) -> GFLOP/s of a 4096^2 matmul measured NOW (use :func:`peaks` for fp32+bf16).
-- :func:`time_fn` (fn, warmup, reps) -> median seconds; :func:`timing_stats` for min/max/quartiles.
+- :func:`time_fn` (fn, warmup, reps) -> median seconds; :func:`timing_stats` for min/max/quartiles;
+  :func:`interleaved_timing` ({"ours": f, "ref": g}, warmup, reps) alternates calls so contention hits both alike.
 - :func:`write_results` (name, rows, meta) -> writes ``benchmarks/results/<name>.json`` and ``.md``.
 - :func:`base_parser` (description) -> argparse parser with ``--quick``, ``--threads``, ``--reps``, ``--warmup``,
   ``--no-peak``; :func:`setup` applies it and returns ``meta`` (machine info + peaks + args).
@@ -42,6 +43,7 @@ import torch
 from convatlas.analysis.bench import (
     TimingStats,
     achieved_gflops,
+    interleaved_timing,
     machine_info,
     matmul_peak_gflops,
     num_threads,
@@ -56,6 +58,7 @@ __all__ = [
     "achieved_gflops",
     "base_parser",
     "fraction_of_peak",
+    "interleaved_timing",
     "machine_info",
     "markdown_table",
     "matmul_peak_gflops",

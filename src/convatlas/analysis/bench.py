@@ -36,6 +36,7 @@ __all__ = [
     "matmul_peak_gflops",
     "time_fn",
     "timing_stats",
+    "interleaved_timing",
     "achieved_gflops",
     "num_threads",
     "DTYPES",
@@ -174,6 +175,37 @@ def timing_stats(
     return TimingStats(
         median=statistics.median(times), min=times[0], max=times[-1], q1=q1, q3=q3, reps=reps, warmup=warmup
     )
+
+
+def interleaved_timing(
+    fns: dict[str, Callable[[], Any]],
+    warmup: int = 3,
+    reps: int = 10,
+    *,
+    device: torch.device | str | None = None,
+) -> dict[str, TimingStats]:
+    """Time several functions in alternation (a, b, a, b, ...), so load changes on a shared machine hit all
+    of them alike; returns one :class:`TimingStats` per name. Use it for "ours vs reference" ratios."""
+    if reps < 1:
+        raise ValueError(f"reps must be >= 1, got {reps}")
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    _sync(device)
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(reps):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            times[k].append(time.perf_counter() - t0)
+    out = {}
+    for k, ts in times.items():
+        ts.sort()
+        q1, _, q3 = statistics.quantiles(ts, n=4, method="inclusive") if len(ts) >= 2 else (ts[0], 0, ts[0])
+        out[k] = TimingStats(median=statistics.median(ts), min=ts[0], max=ts[-1], q1=q1, q3=q3, reps=reps,
+                             warmup=warmup)
+    return out
 
 
 def time_fn(fn: Callable[[], Any], warmup: int = 3, reps: int = 10, **kwargs: Any) -> float:

@@ -545,6 +545,8 @@ class Trainer:
         try:
             with self._sigint_guard():
                 self._loop(end_step)
+            if self.step % self.steps_per_epoch:  # stopped mid-epoch by max_steps: keep a resumable state
+                self.save_last(self.step // self.steps_per_epoch)
         except KeyboardInterrupt:
             if self.dist.is_main:
                 self.save_last(self.step // self.steps_per_epoch)

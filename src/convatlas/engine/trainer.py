@@ -317,6 +317,7 @@ class Trainer:
             self.ddp_model = DDP(self.model, device_ids=ids)
 
         self.step = 0  # optimizer steps done
+        self.epochs_done = 0  # epochs whose end-of-epoch work (eval, checkpoints, metrics line) is done
         self.epoch_loss_sum = 0.0  # sum of step losses in the current epoch
         self.best_value: float | None = None
         self.best_epoch: int | None = None
@@ -387,6 +388,7 @@ class Trainer:
             return
         extra = {
             "step": self.step,
+            "epochs_done": self.epochs_done,
             "epoch_loss_sum": self.epoch_loss_sum,
             "best_value": self.best_value,
             "best_epoch": self.best_epoch,
@@ -435,6 +437,7 @@ class Trainer:
             self.ema.load_state_dict(state["ema"])
             self.ema.num_updates = int(extra.get("ema_updates", 0))
         self.step = int(extra["step"])
+        self.epochs_done = int(extra.get("epochs_done", self.step // self.steps_per_epoch))
         self.epoch_loss_sum = float(extra["epoch_loss_sum"])
         self.best_value = extra.get("best_value")
         self.best_epoch = extra.get("best_epoch")
@@ -559,6 +562,8 @@ class Trainer:
     def _loop(self, end_step: int) -> None:
         cfg = self.config
         spe = self.steps_per_epoch
+        if self.step // spe > self.epochs_done:  # interrupted after an epoch's last step, before its end work
+            self._end_epoch(self.step // spe - 1, 0.0)
         while self.step < end_step:
             epoch = self.step // spe
             skip = self.step - epoch * spe
@@ -615,6 +620,7 @@ class Trainer:
             self.last_metrics = dict(metrics)
         record["time_s"] = round(seconds, 3)
         self.history.append(record)
+        self.epochs_done = epoch + 1
         self.save_last(epoch + 1)
         self._last_saved_step = self.step
         if self.out_dir is not None and self.dist.is_main:

@@ -19,9 +19,12 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import torch
 from torch import Tensor, nn
 
-__all__ = ["FeatureExtractor", "checkpoint_seq"]
+from convatlas.layers.validation import check_input
+
+__all__ = ["FeatureExtractor", "StagedBackbone", "checkpoint_seq", "trunc_normal_init"]
 
 
 class FeatureExtractor(nn.Module):
@@ -63,3 +66,77 @@ def checkpoint_seq(blocks: nn.Sequential, x: Tensor) -> Tensor:
     for block in blocks:
         x = checkpoint(block, x, use_reentrant=False)
     return x
+
+
+class StagedBackbone(nn.Module):
+    """Base class implementing the backbone contract for the common stem -> stages -> head layout.
+
+    A subclass builds ``self.stem`` (module), ``self.stages`` (``nn.Sequential`` of stages, each exposing a
+    ``grad_checkpointing`` flag if it supports checkpointing), ``self.head`` (a head module with
+    ``forward(x, pre_logits=False)``, ``reset(num_classes, pool_type)`` and ``fc``; see ``layers/classifier.py``),
+    and sets ``self.in_chans``, ``self.num_classes``, ``self.num_features`` and ``self.feature_info``.
+    ``self.min_input_size`` (default 32) bounds the accepted spatial size. Subclasses may override
+    ``forward_head`` (e.g. for a final norm before the head) or ``_check``.
+    """
+
+    min_input_size: int = 32
+    grad_checkpointing: bool = False
+
+    def _check(self, x: Tensor) -> None:
+        name = getattr(self, "pretrained_cfg", {}).get("architecture", type(self).__name__)
+        check_input(name, x, ndim=4, channels=self.in_chans, min_size=self.min_input_size)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Checkpoint activations block by block (memory for recompute)."""
+        self.grad_checkpointing = enable
+        for stage in self.stages:
+            if hasattr(stage, "grad_checkpointing"):
+                stage.grad_checkpointing = enable
+
+    def forward_stages(self, x: Tensor, max_index: int | None = None) -> list[Tensor]:
+        """(B, C, H, W) -> per-stage maps [(B, C_i, H/r_i, W/r_i)] up to stage ``max_index``."""
+        self._check(x)
+        x = self.stem(x)
+        last = len(self.stages) - 1 if max_index is None else max_index
+        out = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            out.append(x)
+            if i >= last:
+                break
+        return out
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) -> last stage map (B, num_features, H/r, W/r)."""
+        self._check(x)
+        return self.stages(self.stem(x))
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """Last stage map -> logits (B, num_classes), or pooled pre-logit features."""
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """Replace the classifier with ``num_classes`` outputs (0: return pooled features)."""
+        self.num_classes = num_classes
+        self.head.reset(num_classes, global_pool)
+
+    def remove_head(self) -> None:
+        """Drop the head (used by :class:`FeatureExtractor`)."""
+        self.head = nn.Identity()
+        self.num_classes = 0
+
+
+@torch.no_grad()
+def trunc_normal_init(module: nn.Module, std: float = 0.02) -> None:
+    """timm-style init for one module (use with ``model.apply``): conv/linear weights N(0, std) truncated at
+    +-2, biases zero."""
+    if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
+        nn.init.trunc_normal_(module.weight, std=std)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import subprocess
 import sys
@@ -55,6 +56,8 @@ def run(capsys, *argv):
 def test_help_and_version(capsys):
     rc, out, _ = run(capsys, "--help")
     assert rc == 0 and "verify" in out and "bench" in out and "papers" in out
+    if importlib.util.find_spec("convatlas.cli.train_cmds") is not None:
+        assert "train" in out and "predict" in out
     rc, out, _ = run(capsys, "--version")
     assert rc == 0 and out.startswith("convatlas ")
     rc, out, _ = run(capsys)

@@ -1,0 +1,194 @@
+"""Translation-variant depthwise convolution (card: tvconv, arXiv 2203.10489, official code JierunChen/TVConv).
+
+A depthwise k x k convolution whose kernel differs at every output pixel but is the same for every image:
+learnable affinity maps ``posi_map`` (1, P, h, w) pass through a small weight-generating block (3x3 convs with
+LayerNorm over (C, h, w) and ReLU) that outputs one k x k kernel per channel per pixel. After training the kernels
+are constants: :meth:`TVConv.reparameterize` stores them as a buffer and drops the generator (the official
+``TVConv_test`` / ``model_transform_for_test``), leaving a per-pixel depthwise multiply-add.
+
+Shapes: input (B, C, H, W) with H = h * stride, W = w * stride (h, w fixed at construction); output (B, C, h, w).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from convatlas.identities import register_component, register_identity
+
+__all__ = ["TVConv", "tvconv_unfold_reference", "tvconv_apply"]
+
+
+def tvconv_unfold_reference(x: Tensor, weight: Tensor, k: int, stride: int) -> Tensor:
+    """The official training-form computation: unfold x into (B, C, k*k, h, w) patches, multiply, sum.
+
+    ``weight``: (1, C, k*k, h, w) with the k*k index ``i * k + j`` (row-major over the kernel window).
+    """
+    b, c = x.shape[:2]
+    h, w = weight.shape[-2:]
+    patches = F.unfold(x, k, dilation=1, padding=(k - 1) // 2, stride=stride).view(b, c, k * k, h, w)
+    return (weight * patches).sum(2)
+
+
+def tvconv_apply(x: Tensor, weight: Tensor, k: int, stride: int) -> Tensor:
+    """Per-pixel depthwise conv as a sum of k*k shifted strided views (no unfold buffer of size k*k*|x|).
+
+    x: (B, C, H, W); weight: (1, C, k*k, h, w) -> (B, C, h, w). Same result as :func:`tvconv_unfold_reference`.
+    """
+    p = (k - 1) // 2
+    h, w = weight.shape[-2:]
+    xp = F.pad(x, (p, p, p, p))
+    out = None
+    for i in range(k):
+        for j in range(k):
+            view = xp[:, :, i : i + stride * (h - 1) + 1 : stride, j : j + stride * (w - 1) + 1 : stride]
+            term = weight[:, :, i * k + j] * view
+            out = term if out is None else out + term
+    return out
+
+
+def _gen_block(cin: int, cout: int, h: int, w: int) -> nn.Sequential:
+    # Conv3x3 (no bias) -> LayerNorm over (C, h, w) jointly, per-position affine -> ReLU (official _ConvBlock).
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, 1, 1, bias=False), nn.LayerNorm([cout, h, w]), nn.ReLU(inplace=True))
+
+
+@register_component("tvconv")
+class TVConv(nn.Module):
+    """Translation-variant depthwise convolution: (B, C, h*stride, w*stride) -> (B, C, h, w).
+
+    Args:
+        channels: C (depthwise: one kernel per channel).
+        h, w: OUTPUT spatial size (the layer only runs at this resolution).
+        kernel_size: k (odd); padding is (k - 1) / 2 as in the official layer.
+        stride: 1 or 2.
+        posi_chans: channels of the affinity maps (4).
+        inter_chans: width of the weight-generating block (16).
+        inter_layers: extra Conv-LN-ReLU blocks in the generator (1).
+        bias: also generate a per-pixel bias map (C, h, w) with a second generator.
+
+    State-dict keys follow the official layer (``posi_map``, ``weight_layers.*``, ``bias_layers.*``); after
+    :meth:`reparameterize` they are replaced by the buffer ``weight_maps`` (1, C, k*k, h, w) (+ ``bias_map``).
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        h: int,
+        w: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        posi_chans: int = 4,
+        inter_chans: int = 16,
+        inter_layers: int = 1,
+        bias: bool = False,
+    ) -> None:
+        super().__init__()
+        if kernel_size % 2 == 0:
+            raise ValueError(f"TVConv: kernel_size must be odd, got {kernel_size}")
+        if stride not in (1, 2):
+            raise ValueError(f"TVConv: stride must be 1 or 2, got {stride}")
+        self.channels, self.h, self.w = channels, h, w
+        self.kernel_size, self.stride = kernel_size, stride
+        self.posi_map = nn.Parameter(torch.ones(1, posi_chans, h, w))
+        self.weight_layers = self._make_generator(posi_chans, inter_chans, kernel_size**2 * channels, inter_layers)
+        self.bias_layers = self._make_generator(posi_chans, inter_chans, channels, inter_layers) if bias else None
+        self.reparameterized = False
+
+    def _make_generator(self, cin: int, inter: int, cout: int, n_inter: int) -> nn.Sequential:
+        layers = [_gen_block(cin, inter, self.h, self.w)]
+        layers += [_gen_block(inter, inter, self.h, self.w) for _ in range(n_inter)]
+        layers.append(nn.Conv2d(inter, cout, 3, 1, 1, bias=False))
+        return nn.Sequential(*layers)
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, out_hw: tuple[int, int], **kwargs) -> "TVConv":
+        """A TVConv replacing a depthwise ``conv`` whose output is ``out_hw`` (used by ``layers.swap``)."""
+        k = conv.kernel_size[0]
+        if not (conv.groups == conv.in_channels == conv.out_channels) or conv.kernel_size[0] != conv.kernel_size[1]:
+            raise ValueError(f"TVConv.from_conv: needs a square depthwise conv, got {conv}")
+        if conv.padding != ((k - 1) // 2,) * 2 or conv.dilation != (1, 1) or conv.stride[0] != conv.stride[1]:
+            raise ValueError(f"TVConv.from_conv: needs 'same' padding, dilation 1 and equal strides, got {conv}")
+        kwargs.setdefault("bias", conv.bias is not None)
+        return cls(conv.in_channels, out_hw[0], out_hw[1], k, conv.stride[0], **kwargs)
+
+    def generate_weight(self) -> Tensor:
+        """The per-pixel kernels (1, C, k*k, h, w) (C outer, k*k inner, as the official view)."""
+        if self.reparameterized:
+            return self.weight_maps
+        k2 = self.kernel_size**2
+        return self.weight_layers(self.posi_map).view(1, self.channels, k2, self.h, self.w)
+
+    def generate_bias(self) -> Tensor | None:
+        if self.reparameterized:
+            return getattr(self, "bias_map", None)
+        return None if self.bias_layers is None else self.bias_layers(self.posi_map)
+
+    def forward(self, x: Tensor) -> Tensor:
+        exp = (self.h * self.stride, self.w * self.stride)
+        if x.ndim != 4 or x.shape[1] != self.channels or tuple(x.shape[-2:]) != exp:
+            raise ValueError(
+                f"TVConv: expected input (B, {self.channels}, {exp[0]}, {exp[1]}) (h, w are fixed at construction), "
+                f"got {tuple(x.shape)}"
+            )
+        weight = self.generate_weight().to(x.dtype)
+        out = tvconv_apply(x, weight, self.kernel_size, self.stride)
+        bias = self.generate_bias()
+        return out if bias is None else out + bias.to(x.dtype)
+
+    @torch.no_grad()
+    def reparameterize(self) -> None:
+        """Switch to the inference form in place: generated kernels become a buffer, the generator is dropped."""
+        if self.reparameterized:
+            return
+        self.register_buffer("weight_maps", self.generate_weight().detach().clone())
+        bias = self.generate_bias()
+        if bias is not None:
+            self.register_buffer("bias_map", bias.detach().clone())
+        del self.posi_map, self.weight_layers
+        self.bias_layers = None
+        self.reparameterized = True
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.channels}, h={self.h}, w={self.w}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"reparameterized={self.reparameterized}"
+        )
+
+
+@register_identity("tvconv", "constant per-pixel kernels == depthwise F.conv2d (unfold ordering i*k+j)")
+def _identity_translation_invariant() -> str:
+    g = torch.Generator().manual_seed(0)
+    errs = []
+    for stride in (1, 2):
+        c, k, hh = 6, 3, 10
+        x = torch.randn(2, c, hh, hh, generator=g, dtype=torch.float64)
+        kern = torch.randn(c, 1, k, k, generator=g, dtype=torch.float64)
+        ho = hh // stride
+        weight = kern.view(1, c, k * k, 1, 1).expand(1, c, k * k, ho, ho)
+        ref = F.conv2d(x, kern, padding=1, stride=stride, groups=c)
+        for fn in (tvconv_unfold_reference, tvconv_apply):
+            errs.append((fn(x, weight, k, stride) - ref).abs().max().item())
+    err = max(errs)
+    assert err < 1e-12, f"max abs error {err:.2e}"
+    return f"unfold and shifted-view forms vs F.conv2d (stride 1, 2): max abs error {err:.1e}"
+
+
+@register_identity("tvconv", "training form (generator + unfold) == reparameterised inference form")
+def _identity_reparam() -> str:
+    torch.manual_seed(0)
+    errs = []
+    for stride, bias in ((1, False), (2, True)):
+        layer = TVConv(8, 12, 12, stride=stride, bias=bias).double()
+        with torch.no_grad():
+            layer.posi_map.normal_()
+        x = torch.randn(2, 8, 12 * stride, 12 * stride, dtype=torch.float64)
+        with torch.no_grad():
+            ref = tvconv_unfold_reference(x, layer.generate_weight(), 3, stride)
+            if bias:
+                ref = ref + layer.generate_bias()
+            layer.reparameterize()
+            errs.append((layer(x) - ref).abs().max().item())
+    err = max(errs)
+    assert err < 1e-10, f"max abs error {err:.2e}"
+    return f"training (official unfold) vs inference form, stride 1 and 2: max abs error {err:.1e}"

@@ -1,0 +1,69 @@
+"""ResNet host + FDConv ResNets (card: fdconv)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from freqfam_checks import (  # noqa: E402
+    check_bad_inputs,
+    check_bf16_and_channels_last,
+    check_contract,
+    check_reported,
+    check_state_dict_roundtrip,
+    train_digits,
+)
+
+from convatlas import create_model, list_models  # noqa: E402
+from convatlas.layers.fdconv import FDConv  # noqa: E402
+from convatlas.layers.swap import swap_convs  # noqa: E402
+from convatlas.models.classification.resnet import ResNet  # noqa: E402
+
+
+@pytest.mark.parametrize("name", list_models(paper="fdconv"))
+def test_reported(name: str) -> None:
+    check_reported(name)
+
+
+def test_paper_rule_adds_3_6m() -> None:
+    with torch.device("meta"):
+        base = sum(p.numel() for p in ResNet().parameters())
+        model = create_model("fdconv_resnet50")
+    added = sum(p.numel() for p in model.parameters()) - base
+    assert added == 3_647_120 and round(added / 1e6, 1) == 3.6  # paper: "+3.6M"
+    assert len(model.swapped) == 48
+    assert all(isinstance(model.get_submodule(n), FDConv) for n in model.swapped)
+
+
+def test_resnet50_matches_torchvision_state_dict() -> None:
+    tv = pytest.importorskip("torchvision", reason="torchvision is only in the reference environment")
+    with torch.device("meta"):
+        ref = tv.models.resnet50()
+        ours = ResNet()
+    ref_sd, our_sd = ref.state_dict(), ours.state_dict()
+    assert list(ref_sd) == list(our_sd)
+    assert all(ref_sd[k].shape == our_sd[k].shape for k in ref_sd)
+
+
+def test_tiny_contract_and_safety() -> None:
+    torch.manual_seed(0)
+    model = create_model("test_fdconv")
+    x = torch.randn(2, 3, 64, 64)
+    check_contract(model, x, 10)
+    check_bad_inputs(model, x)
+    check_state_dict_roundtrip(model, lambda: create_model("test_fdconv"), x)
+    check_bf16_and_channels_last(model, x)
+
+
+@pytest.mark.slow
+def test_learns_digits() -> None:
+    """ResNet (basic, widths 32..64) with FDConv (kernel_num 4) in every block conv, 32x32 digits: val acc >= 0.9."""
+    torch.manual_seed(0)
+    model = ResNet(block="basic", layers=(1, 1, 1, 1), widths=(32, 32, 64, 64), num_classes=10)
+    assert len(swap_convs(model, "fdconv", "fdconv_paper", kernel_num=4)) == 8
+    acc = train_digits(model, size=32, epochs=5, lr=2e-3, batch=32)
+    assert acc >= 0.9, acc

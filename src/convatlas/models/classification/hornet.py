@@ -221,7 +221,7 @@ class HorNet(nn.Module):
         self.num_classes = 0
 
 
-def convert_official_hornet(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+def convert_official_hornet(state_dict: Mapping[str, Tensor], model: nn.Module | None = None) -> dict[str, Tensor]:
     """Map an official ``raoyongming/HorNet`` checkpoint (``model`` entry) to this layout.
 
     ``downsample_layers.0.*`` -> ``stem.*``; ``downsample_layers.i.*`` -> ``stages.i.downsample.*``;
@@ -239,6 +239,10 @@ def convert_official_hornet(state_dict: Mapping[str, Tensor]) -> dict[str, Tenso
         k = re.sub(r"^head\.(weight|bias)$", r"head.fc.\1", k)
         out[k] = v
     return out
+
+
+#: key converter looked up by :func:`convatlas.engine.checkpoint.load_weights` (``create_model(pretrained=path)``).
+checkpoint_filter_fn = convert_official_hornet
 
 
 # ---- variants: name -> (base dim, GF sizes for stages 3-4 or None, input res, params, paper GMACs, top-1) -----

@@ -397,6 +397,10 @@ def convert_official_metaformer(state_dict: Mapping[str, Tensor], model: nn.Modu
     return out
 
 
+#: key converter looked up by :func:`convatlas.engine.checkpoint.load_weights` (``create_model(pretrained=path)``).
+checkpoint_filter_fn = convert_official_metaformer
+
+
 # ---- variants --------------------------------------------------------------------------------------------------
 _S12 = dict(depths=(2, 2, 6, 2), dims=(64, 128, 320, 512))
 _S24 = dict(depths=(4, 4, 12, 4), dims=(64, 128, 320, 512))

@@ -118,6 +118,8 @@ def test_verify_pass_and_fail(capsys, fake):
     assert rc == 1 and d["ok"] is False and d["papers"][0]["counts"]["failed"] == 1
     rc, _, err = run(capsys, "verify", "convnex")
     assert rc != 0 and "did you mean convnext" in err
+    rc, _, err = run(capsys, "verify", "zz_cli_good")
+    assert rc != 0 and f"run `convatlas verify {SLUG}`" in err
 
 
 def test_papers(capsys, fake):

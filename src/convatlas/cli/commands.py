@@ -241,16 +241,31 @@ def _print_paper_result(res: Any, verbose: bool = True) -> None:
          f"figures ({res.seconds:.1f} s)")
 
 
+def _slug_or_hint(name: str) -> str:
+    """The atlas slug ``name``; for a model name, say which paper it belongs to."""
+    from convatlas.atlas import UnknownPaperError, get_paper
+    from convatlas.registry import _all_entries
+
+    try:
+        return get_paper(name).slug
+    except UnknownPaperError:
+        entry = _all_entries().get(name)
+        if entry is not None:
+            raise ValueError(f"{name!r} is a model, not a paper; run `convatlas verify {entry.paper}` "
+                             f"(or `convatlas info {name}`)") from None
+        raise
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     """``convatlas verify SLUG... | --all``: measured vs reported per variant, identities; exit 1 on a failure."""
-    from convatlas.atlas import PAPERS, get_paper
+    from convatlas.atlas import PAPERS
     from convatlas.verify import verify_papers
 
     if args.all and args.slugs:
         raise ValueError("give paper slugs or --all, not both")
     if not args.all and not args.slugs:
         raise ValueError("give one or more paper slugs (see `convatlas papers`) or --all")
-    slugs = [p.slug for p in PAPERS] if args.all else [get_paper(s).slug for s in args.slugs]
+    slugs = [p.slug for p in PAPERS] if args.all else [_slug_or_hint(s) for s in args.slugs]
     results = verify_papers(slugs, identities=not args.no_identities, progress=not args.json)
     failed = [r for r in results if r.counts()["failed"]]
     if args.json:

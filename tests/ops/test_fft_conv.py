@@ -118,7 +118,9 @@ def test_gradcheck_float64() -> None:
         k = torch.randn(2, 5, dtype=torch.float64, requires_grad=True)
         d = torch.randn(2, dtype=torch.float64, requires_grad=True)
         g = torch.randn(2, 2, 9, dtype=torch.float64, requires_grad=True)
-        assert torch.autograd.gradcheck(lambda u, k, d, g: fft_conv(u, k, d, postgate=g, backend=b), (u, k, d, g))
+        assert torch.autograd.gradcheck(
+            lambda u, k, d, g: fft_conv(u, k, d, postgate=g, backend=b), (u, k, d, g), fast_mode=True
+        )
 
 
 def test_partial_and_frequency_sparse() -> None:
@@ -213,3 +215,17 @@ def test_flashfftconv_identities_pass() -> None:
     assert len(checks) >= 3
     for c in checks:
         c.fn()
+
+
+def test_cache_blocked_path_many_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    import convatlas.ops.fft_conv as fc
+
+    monkeypatch.setattr(fc, "_BLOCK_SAMPLES", 16)  # forces 4-row blocks
+    for h in (3, 9):
+        u = torch.randn(3, h, 40, dtype=torch.float64)
+        k = torch.randn(h, 40, dtype=torch.float64)
+        d = torch.randn(h, dtype=torch.float64)
+        y = fft_conv(u, k, d, backend="torch")
+        assert (y - (loop_conv(u, k) + d[:, None] * u)).abs().max() < 1e-10
+        u, k, d = (t.clone().requires_grad_() for t in (u[:2, :, :6], k[:, :6], d))
+        assert torch.autograd.gradcheck(lambda u, k, d: fft_conv(u, k, d, backend="torch"), (u, k, d), fast_mode=True)

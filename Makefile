@@ -23,8 +23,10 @@ venv: $(VENV)/.base
 
 dev: $(VENV)/.dev
 
+# demo: train convnext_atto on the embedded digits (1400 train / 397 val, 32x32), then evaluate the best
+# checkpoint (~1 min on 2 idle cores; expect val accuracy ~0.98). Outputs: runs/demo/{metrics.jsonl,best,last}.
 demo: $(VENV)/.base
-	$(VENV)/bin/convatlas train convnext_atto --data digits --epochs 10 --out runs/demo
+	$(VENV)/bin/convatlas train convnext_atto --data digits --epochs 8 --lr 3e-3 --batch-size 64 --out runs/demo
 	$(VENV)/bin/convatlas eval runs/demo/best.safetensors --data digits
 
 test: $(VENV)/.dev

@@ -136,3 +136,23 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1
     # the model itself was not updated with NaN gradients
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_sigint_finishes_the_step_then_saves(tmp_path):
+    """A real SIGINT (Ctrl-C) during training: the current step completes, a checkpoint is written, then
+    KeyboardInterrupt propagates."""
+    import os
+    import signal
+
+    def ctrl_c(trainer, event, info):
+        if event == "step_end" and info["step"] == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    torch.manual_seed(0)
+    tr = Trainer(TinyNet(), "classification", synthetic_dataset(64), None,
+                 TrainConfig(epochs=2, batch_size=16, progress=False), out_dir=tmp_path, callbacks=[ctrl_c])
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        tr.fit()
+    assert tr.step == 2 and signal.getsignal(signal.SIGINT) is handler  # handler restored
+    assert ckpt.load_training_state(tmp_path / "last.train.safetensors")["extra"]["step"] == 2

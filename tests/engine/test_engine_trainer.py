@@ -269,3 +269,10 @@ def test_progress_bar_can_be_disabled(capsys):
             TrainConfig(epochs=1, batch_size=16, progress=True, device="cpu")).fit()
     out = capsys.readouterr()
     assert "epoch 1/1" in out.err and "train_loss=" in out.out
+
+
+def test_fresh_run_restarts_metrics_file(tmp_path):
+    for _ in range(2):
+        Trainer(TinyNet(), "classification", synthetic_dataset(32), None,
+                TrainConfig(epochs=2, batch_size=16, **FAST), out_dir=tmp_path).fit()
+    assert [json.loads(s)["epoch"] for s in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2]

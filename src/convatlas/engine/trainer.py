@@ -542,6 +542,8 @@ class Trainer:
             self._resume(path)
         else:
             seed_everything(cfg.seed + self.dist.rank)
+            if self.out_dir is not None and self.dist.is_main:  # a fresh run starts a fresh metrics file
+                truncate_metrics(self.out_dir / "metrics.jsonl", 0)
         self._last_saved_step = self.step
         end_step = self.total_steps if cfg.max_steps is None else min(cfg.max_steps, self.total_steps)
         self.model.train()

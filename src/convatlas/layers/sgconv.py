@@ -1,0 +1,277 @@
+"""Structured Global Convolution (GConv) layer (paper slug: ``sgconv``, arXiv 2210.09298).
+
+A global (kernel length = sequence length) per-channel convolution whose kernel is assembled from ``S`` short
+learnable sub-kernels of ``kernel_dim`` taps: sub-kernel ``i`` is linearly upsampled by ``2^(max(0, i-1)+init_scale)``
+and scaled by ``multiplier^(S-i-1)`` (``multiplier = linspace(decay_min, decay_max, H)``), and the pieces are
+concatenated ('cat' modes) or upsampled by ``2^(i+init_scale)`` and summed ('sum' modes). Parameters grow like
+``kernel_dim · log2(L)`` (sub-linear) and the kernel decays with distance (the paper's two properties).
+
+Steps (card ``sgconv``, official ``gconv_standalone.GConv``): build the kernel; optionally multiply by
+``(t+1)^(-decay_h)`` ('learnable' modes); on the first forward freeze ``kernel_norm = ||k||`` (a buffer) and divide
+by it from then on; truncate/zero-pad to L; bidirectional kernels are ``pad(k0, (0, L)) + pad(flip(k1), (L, 0))``
+with FFT size 2L; ``y = k * u + D·u`` (:func:`convatlas.ops.fft_conv.fft_conv`), GELU, dropout (tied over length),
+optional LayerNorm, position-wise linear ``H -> 2H`` and GLU.
+
+State-dict keys follow the official module (``D``, ``kernel_list.i``, ``decay``, ``multiplier``, ``kernel_norm``,
+``kernel_norm_initialized``, ``output_linear.0.weight`` (2H, H), ``output_linear.0.bias``) so official checkpoints
+load strictly. Kernel parameters carry ``_optim = {"lr": kernel_lr, "weight_decay": 0.0}`` (see
+:func:`convatlas.models.sequence.sgconv.sgconv_param_groups`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from convatlas.identities import register_component, register_identity
+from convatlas.ops.fft_conv import direct_conv, fft_conv
+
+__all__ = ["GConv", "TransposedLinear", "sgconv_num_scales"]
+
+
+def sgconv_num_scales(l_max: int, kernel_dim: int, init_scale: int = 0) -> int:
+    """``S = 1 + ceil(log2(l_max / kernel_dim)) - init_scale`` (official default for ``n_scales=None``)."""
+    return 1 + math.ceil(math.log2(l_max / kernel_dim)) - init_scale
+
+
+class TransposedLinear(nn.Module):
+    """Linear map over the channel dim of ``(B, C, L)``: weight ``(out, in)``, bias ``(out,)``."""
+
+    def __init__(self, d_input: int, d_output: int, bias: bool = True) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(d_output, d_input))
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if bias:
+            bound = 1 / math.sqrt(d_input)
+            self.bias = nn.Parameter(torch.empty(d_output).uniform_(-bound, bound))
+            self.bias._optim = {"weight_decay": 0.0}  # type: ignore[attr-defined]
+        else:
+            self.register_parameter("bias", None)
+
+    def forward(self, x: Tensor) -> Tensor:
+        w = self.weight.to(x.dtype)
+        y = torch.einsum("bul,vu->bvl", x, w) if x.ndim == 3 else x @ w.t()
+        if self.bias is not None:
+            y = y + self.bias.to(x.dtype).view(-1, *([1] * (x.ndim - 2)))
+        return y
+
+
+class GConv(nn.Module):
+    """SGConv's global convolution layer: ``(B, H, L) -> (B, H, L)`` (``(B, L, H)`` with ``transposed=False``).
+
+    Args:
+        d_model: channels ``H``.
+        l_max: maximum sequence length (sets the number of scales); any L works at run time (kernel truncated or
+            zero-padded).
+        kernel_dim: taps per sub-kernel.
+        bidirectional: two kernels, causal + anti-causal (non-causal layer).
+        n_scales: number of sub-kernels ``S`` (default :func:`sgconv_num_scales`).
+        init_scale: upsampling offset (Path-X uses 1).
+        mode: ``cat_randn`` | ``cat_cos`` | ``sum_randn`` | ..., optionally with ``nearest``, ``learnable``,
+            ``fixed`` (the official mode strings).
+        decay_min / decay_max: multiplier range (or the ``decay`` init range in 'learnable' modes).
+        activation: ``gelu`` (or ``id``) after the convolution.
+        postact: ``glu`` (output linear H -> 2H + GLU) or ``None`` (H -> H).
+        dropout: dropout probability, tied over the length dim when ``transposed``.
+        ln: LayerNorm over channels before the output linear.
+        transposed: layout ``(B, H, L)`` (True) or ``(B, L, H)``.
+        kernel_lr: learning rate recorded in the kernel parameters' ``_optim``.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        l_max: int,
+        kernel_dim: int = 64,
+        bidirectional: bool = False,
+        *,
+        n_scales: int | None = None,
+        init_scale: int = 0,
+        mode: str = "cat_randn",
+        decay_min: float = 2.0,
+        decay_max: float = 2.0,
+        activation: str = "gelu",
+        postact: str | None = "glu",
+        dropout: float = 0.0,
+        ln: bool = False,
+        transposed: bool = True,
+        kernel_lr: float = 0.001,
+    ) -> None:
+        super().__init__()
+        if d_model < 1 or l_max < 1 or kernel_dim < 1:
+            raise ValueError(f"GConv: d_model, l_max, kernel_dim must be >= 1, got {d_model}, {l_max}, {kernel_dim}")
+        if not (("cat" in mode) ^ ("sum" in mode)) or not (("randn" in mode) ^ ("cos" in mode)):
+            raise ValueError(f"GConv: mode must contain one of cat/sum and one of randn/cos, got {mode!r}")
+        if activation not in ("gelu", "id"):
+            raise ValueError(f"GConv: activation must be 'gelu' or 'id', got {activation!r}")
+        if postact not in ("glu", None):
+            raise ValueError(f"GConv: postact must be 'glu' or None, got {postact!r}")
+        self.h, self.l_max, self.kernel_dim, self.mode = d_model, l_max, kernel_dim, mode
+        self.bidirectional, self.transposed, self.init_scale = bidirectional, transposed, init_scale
+        self.num_scales = n_scales if n_scales is not None else sgconv_num_scales(l_max, kernel_dim, init_scale)
+        if self.num_scales < 1:
+            raise ValueError(f"GConv: n_scales must be >= 1 (l_max={l_max}, kernel_dim={kernel_dim}), got {self.num_scales}")
+        c = 2 if bidirectional else 1
+        self.D = nn.Parameter(torch.randn(1, d_model))
+        self.kernel_list = nn.ParameterList()
+        for _ in range(self.num_scales):
+            if "randn" in mode:
+                k = torch.randn(c, d_model, kernel_dim)
+            else:  # cos: channel i gets cos(linspace(0, 2*pi*i, kernel_dim)), channels permuted
+                k = torch.stack(
+                    [torch.cos(torch.linspace(0, 2 * math.pi * i, kernel_dim)) for i in range(d_model)]
+                )[torch.randperm(d_model)].expand(c, d_model, kernel_dim).clone()
+            p = nn.Parameter(k)
+            p._optim = {"lr": kernel_lr, "weight_decay": 0.0}  # type: ignore[attr-defined]
+            self.kernel_list.append(p)
+        if "learnable" in mode:
+            self.decay = nn.Parameter(torch.rand(d_model) * (decay_max - decay_min) + decay_min)
+            if "fixed" in mode:
+                self.decay.requires_grad_(False)
+            else:
+                self.decay._optim = {"lr": kernel_lr, "weight_decay": 0.0}  # type: ignore[attr-defined]
+            self.register_buffer("multiplier", torch.tensor(1.0))
+        else:
+            self.decay = None
+            self.register_buffer("multiplier", torch.linspace(decay_min, decay_max, d_model).view(1, -1, 1))
+        self.register_buffer("kernel_norm", torch.ones(c, d_model, 1))
+        self.register_buffer("kernel_norm_initialized", torch.tensor(False))
+        self._norm_pending = True  # Python mirror of kernel_norm_initialized (no tensor sync in forward)
+        self.register_load_state_dict_post_hook(GConv._after_load)
+
+        self.activation = nn.GELU() if activation == "gelu" else nn.Identity()
+        self.dropout_p = float(dropout)
+        self.norm = nn.LayerNorm(d_model) if ln else None
+        out = 2 * d_model if postact == "glu" else d_model
+        self.output_linear = nn.Sequential(TransposedLinear(d_model, out))
+        if postact == "glu":
+            self.output_linear.append(nn.GLU(dim=1))
+
+    @staticmethod
+    def _after_load(module: nn.Module, incompatible_keys) -> None:
+        flag = module.kernel_norm_initialized
+        if flag.device.type != "meta":
+            module._norm_pending = not bool(flag)
+
+    @property
+    def kernel_length(self) -> int:
+        """Length of the assembled kernel: ``kernel_dim · 2^(S-1+init_scale)``."""
+        return self.kernel_dim * 2 ** (self.num_scales - 1 + self.init_scale)
+
+    def raw_kernel(self) -> Tensor:
+        """The assembled kernel before normalisation, ``(C, H, kernel_length)`` (C = 2 if bidirectional)."""
+        interp = "nearest" if "nearest" in self.mode else "linear"
+        s = self.num_scales
+        mult = self.multiplier
+        if "cat" in self.mode:
+            pieces = []
+            for i, k in enumerate(self.kernel_list):
+                scale = 2 ** (max(0, i - 1) + self.init_scale)
+                piece = k * mult ** (s - i - 1)
+                if scale != 1:
+                    piece = F.interpolate(piece, scale_factor=float(scale), mode=interp)
+                pieces.append(piece)
+            kern = torch.cat(pieces, dim=-1)
+        else:
+            total = self.kernel_length
+            kern = None
+            for i, k in enumerate(self.kernel_list):
+                scale = 2 ** (i + self.init_scale)
+                piece = F.interpolate(k * mult ** (s - i - 1), scale_factor=float(scale), mode=interp)[..., :total]
+                piece = F.pad(piece, (0, total - piece.shape[-1]))
+                kern = piece if kern is None else kern + piece
+        if self.decay is not None:
+            t = torch.arange(kern.shape[-1], device=kern.device, dtype=kern.dtype)
+            kern = kern * torch.exp(-self.decay.view(1, -1, 1) * torch.log(t + 1).view(1, 1, -1))
+        return kern
+
+    def kernel(self, seq_len: int) -> Tensor:
+        """Normalised kernel for length ``L``: ``(H, L)`` causal, or ``(H, 2L)`` bidirectional (see module doc)."""
+        k = self.raw_kernel()
+        if self._norm_pending:
+            with torch.no_grad():
+                self.kernel_norm.copy_(k.detach().norm(dim=-1, keepdim=True))
+                self.kernel_norm_initialized.fill_(True)
+            self._norm_pending = False
+        if k.shape[-1] > seq_len:
+            k = k[..., :seq_len]
+        elif k.shape[-1] < seq_len:
+            k = F.pad(k, (0, seq_len - k.shape[-1]))
+        k = k / self.kernel_norm
+        if self.bidirectional:
+            return F.pad(k[0], (0, seq_len)) + F.pad(k[1].flip(-1), (seq_len, 0))
+        return k[0]
+
+    def forward(self, u: Tensor, return_kernel: bool = False) -> tuple[Tensor, Tensor | None]:
+        """``u``: ``(B, H, L)`` (or ``(B, L, H)`` if not transposed). Returns ``(y, kernel or None)``."""
+        layout = "(B, H, L)" if self.transposed else "(B, L, H)"
+        cdim = 1 if self.transposed else 2
+        if not isinstance(u, Tensor) or u.ndim != 3 or u.shape[cdim] != self.h or not u.is_floating_point():
+            got = (tuple(u.shape), u.dtype) if isinstance(u, Tensor) else type(u).__name__
+            raise ValueError(f"GConv: expected a float input {layout} with H={self.h}, got {got}")
+        if not self.transposed:
+            u = u.transpose(1, 2)
+        seq_len = u.shape[-1]
+        k = self.kernel(seq_len)
+        n = 2 * seq_len if self.bidirectional else None
+        y = fft_conv(u, k, self.D, n=n)
+        y = self.activation(y)
+        if self.training and self.dropout_p > 0:
+            mask = torch.rand(y.shape[0], y.shape[1], 1, device=y.device) >= self.dropout_p
+            y = y * mask.to(y.dtype) / (1 - self.dropout_p)
+        if self.norm is not None:
+            y = self.norm(y.transpose(1, 2)).transpose(1, 2)
+        y = self.output_linear(y)
+        if not self.transposed:
+            y = y.transpose(1, 2)
+        return y, (k if return_kernel else None)
+
+    def extra_repr(self) -> str:
+        return (
+            f"d_model={self.h}, l_max={self.l_max}, kernel_dim={self.kernel_dim}, n_scales={self.num_scales}, "
+            f"mode={self.mode!r}, bidirectional={self.bidirectional}"
+        )
+
+
+register_component("sgconv", GConv)
+
+
+@register_identity("sgconv", "GConv FFT path == direct causal/anti-causal conv1d (float64)")
+def _identity_gconv_fft_equals_direct() -> str:
+    torch.manual_seed(0)
+    worst = 0.0
+    for bidir in (False, True):
+        layer = GConv(8, 64, kernel_dim=4, bidirectional=bidir).double().eval()
+        u = torch.randn(2, 8, 50, dtype=torch.float64)
+        with torch.no_grad():
+            y, _ = layer(u)
+            k = layer.kernel(50)
+            raw = layer.raw_kernel()[..., :50] / layer.kernel_norm
+            conv = direct_conv(u, raw[0]) + u * layer.D.view(-1, 1)
+            if bidir:  # anti-causal part: y[t] += sum_j k1[j] u[t+1+j]
+                anti = direct_conv(u.flip(-1), raw[1]).flip(-1)
+                conv = conv + F.pad(anti[..., 1:], (0, 1))
+            ref = layer.output_linear(layer.activation(conv))
+            err = (y - ref).abs().max().item()
+        worst = max(worst, err)
+        assert k.shape[-1] == (100 if bidir else 50)
+        assert err < 1e-10, f"bidirectional={bidir}: max abs error {err:.2e}"
+    return f"max abs error {worst:.2e} (causal and bidirectional)"
+
+
+@register_identity("sgconv", "decay: with all sub-kernels = 1, piece i / piece 0 = multiplier^-i (1/2 per scale)")
+def _identity_gconv_decay() -> str:
+    layer = GConv(4, 256, kernel_dim=8)
+    with torch.no_grad():
+        for p in layer.kernel_list:
+            p.fill_(1.0)
+        k = layer.raw_kernel()[0]  # (H, 256)
+    starts = [0, 8] + [8 * 2**j for j in range(1, layer.num_scales - 1)]
+    ratios = [(k[:, s] / k[:, 0]).mean().item() for s in starts]
+    expect = [2.0**-i for i in range(len(starts))]
+    err = max(abs(r - e) for r, e in zip(ratios, expect))
+    assert err < 1e-6 and k.shape[-1] == 256, f"ratios {ratios}"
+    return f"{layer.num_scales} scales, piece ratios {', '.join(f'{r:.4g}' for r in ratios[:4])}..., err {err:.1e}"

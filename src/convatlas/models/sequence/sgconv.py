@@ -1,0 +1,314 @@
+"""SGConv sequence classifiers for the Long Range Arena (paper slug: ``sgconv``, arXiv 2210.09298).
+
+S4-style residual backbone (official code: ctlllll/SGConv, S4 training framework, branch ``preview``,
+``configs/experiment/lra/gconv-lra-*.yaml``)::
+
+    encoder (Embedding for token ids, 1x1 linear for (B, C, L) signals)
+    N x [ (prenorm) norm -> GConv -> dropout -> + residual -> (postnorm) norm ]
+    decoder: mean ('pool') or last position -> linear classifier
+    (retrieval: both documents are encoded; [a, b, a-b, a*b] -> MLP 4H -> H -> H/2 -> classes, S4's RetrievalHead)
+
+Inputs: token ids ``(B, L)`` (ListOps, Text, and ``(B, 2, L)`` for Retrieval) or signals ``(B, C, L)`` (Image,
+Pathfinder, Path-X: grayscale pixels as a sequence, C = 1). Output: logits ``(B, num_classes)``.
+
+Card facts: per-GConv-layer parameter counts of the official module are reproduced exactly (36,224 ListOps;
+144,128 Text; 138,496 Retrieval; 722,944 Image incl. 512 frozen ``decay``; 230,144 Pathfinder; 393,984 Path-X;
+tested). The paper reports no whole-model parameter counts or MACs; the registered ``Reported`` carries the LRA
+test accuracies (paper Table 1). Vocabulary sizes of the LRA token tasks (ListOps 18, Text 135, Retrieval 98) and
+l_max of ListOps (2048) / Retrieval (4000) are dataset-dependent and unconfirmed (the configs read them from the
+dataset); they only change the embedding size. FFT work (the convolution itself) is not counted in MACs by the
+FLOP counter (only the linear layers are).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from convatlas.layers.sgconv import GConv
+from convatlas.registry import Reported, register_model
+
+__all__ = ["SGConvClassifier", "SGConvBlock", "sgconv_param_groups"]
+
+_SRC = "SGConv paper Table 1 (LRA test accuracy); configs from ctlllll/SGConv preview branch"
+
+
+class SGConvBlock(nn.Module):
+    """Residual block ``x + dropout(GConv(norm(x)))`` (prenorm) or ``norm(x + dropout(GConv(x)))``; ``(B, H, L)``."""
+
+    def __init__(self, d_model: int, *, norm: str = "batch", prenorm: bool = False, dropout: float = 0.0,
+                 **gconv_kwargs: Any) -> None:
+        super().__init__()
+        if norm not in ("batch", "layer"):
+            raise ValueError(f"SGConvBlock: norm must be 'batch' or 'layer', got {norm!r}")
+        self.prenorm, self.norm_kind = prenorm, norm
+        self.norm = nn.BatchNorm1d(d_model) if norm == "batch" else nn.LayerNorm(d_model)
+        self.conv = GConv(d_model, dropout=dropout, **gconv_kwargs)
+        self.dropout_p = float(dropout)
+
+    def _norm(self, x: Tensor) -> Tensor:
+        if self.norm_kind == "batch":
+            return self.norm(x)
+        return self.norm(x.transpose(1, 2)).transpose(1, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        z = self._norm(x) if self.prenorm else x
+        z, _ = self.conv(z)
+        if self.training and self.dropout_p > 0:  # tied over length (S4 DropoutNd)
+            z = z * (torch.rand(z.shape[0], z.shape[1], 1, device=z.device) >= self.dropout_p).to(z.dtype)
+            z = z / (1 - self.dropout_p)
+        x = x + z
+        return x if self.prenorm else self._norm(x)
+
+
+class SGConvClassifier(nn.Module):
+    """SGConv classifier: token ids ``(B, L)`` / ``(B, 2, L)`` (retrieval) or signals ``(B, C, L)`` -> ``(B, K)``.
+
+    Args:
+        num_classes: classifier outputs.
+        vocab_size: token-id input with this vocabulary (Embedding); ``None`` for float ``(B, in_chans, L)`` input.
+        in_chans: channels of float inputs.
+        d_model: width ``H``; n_layers: number of residual GConv blocks.
+        l_max: maximum length (number of kernel scales).
+        kernel_dim / mode / decay_min / decay_max / init_scale / bidirectional: GConv kernel (see ``GConv``).
+        norm: ``batch`` or ``layer``; prenorm: pre- or post-normalisation.
+        dropout: dropout in the blocks (tied over length).
+        pool: ``mean`` or ``last``.
+        retrieval: dual-encoder retrieval head (input ``(B, 2, L)`` token ids).
+        kernel_lr: learning rate recorded on kernel parameters (see :func:`sgconv_param_groups`).
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        *,
+        vocab_size: int | None = None,
+        in_chans: int = 1,
+        d_model: int = 128,
+        n_layers: int = 4,
+        l_max: int = 1024,
+        kernel_dim: int = 32,
+        mode: str = "cat_randn",
+        decay_min: float = 2.0,
+        decay_max: float = 2.0,
+        init_scale: int = 0,
+        bidirectional: bool = True,
+        norm: str = "batch",
+        prenorm: bool = False,
+        dropout: float = 0.0,
+        pool: str = "mean",
+        retrieval: bool = False,
+        kernel_lr: float = 0.001,
+    ) -> None:
+        super().__init__()
+        if pool not in ("mean", "last"):
+            raise ValueError(f"SGConvClassifier: pool must be 'mean' or 'last', got {pool!r}")
+        if retrieval and vocab_size is None:
+            raise ValueError("SGConvClassifier: retrieval needs token inputs (vocab_size)")
+        self.num_classes, self.vocab_size, self.in_chans = num_classes, vocab_size, in_chans
+        self.d_model, self.pool, self.retrieval, self.l_max = d_model, pool, retrieval, l_max
+        self.num_features = d_model
+        if vocab_size is not None:
+            self.encoder: nn.Module = nn.Embedding(vocab_size, d_model)
+        else:
+            self.encoder = nn.Conv1d(in_chans, d_model, 1)
+        self.blocks = nn.ModuleList(
+            SGConvBlock(
+                d_model, norm=norm, prenorm=prenorm, dropout=dropout, l_max=l_max, kernel_dim=kernel_dim,
+                bidirectional=bidirectional, mode=mode, decay_min=decay_min, decay_max=decay_max,
+                init_scale=init_scale, kernel_lr=kernel_lr,
+            )
+            for _ in range(n_layers)
+        )
+        # final norm after pre-norm blocks (S4 SequenceModel), same kind as the blocks'
+        self.norm: nn.Module = nn.Identity()
+        if prenorm:
+            self.norm = nn.BatchNorm1d(d_model) if norm == "batch" else nn.LayerNorm(d_model)
+        self.head = self._make_head(num_classes)
+
+    def _make_head(self, num_classes: int) -> nn.Module:
+        if num_classes <= 0:
+            return nn.Identity()
+        h = self.d_model
+        if self.retrieval:
+            return nn.Sequential(
+                nn.Linear(4 * h, h), nn.ReLU(), nn.Linear(h, h // 2), nn.ReLU(), nn.Linear(h // 2, num_classes)
+            )
+        return nn.Linear(h, num_classes)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.head = self._make_head(num_classes)
+
+    def _check(self, x: object) -> None:
+        name = type(self).__name__
+        if not isinstance(x, Tensor):
+            raise ValueError(f"{name}: expected a tensor, got {type(x).__name__}")
+        if self.vocab_size is not None:
+            layout = "(B, 2, L) token ids" if self.retrieval else "(B, L) token ids"
+            ndim = 3 if self.retrieval else 2
+            if x.ndim != ndim or (self.retrieval and x.shape[1] != 2):
+                raise ValueError(f"{name}: expected {layout}, got shape {tuple(x.shape)}")
+            if x.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+                raise ValueError(f"{name}: expected integer token ids {layout}, got dtype {x.dtype}")
+            if x.device.type != "meta" and x.numel() and (int(x.min()) < 0 or int(x.max()) >= self.vocab_size):
+                raise ValueError(
+                    f"{name}: token ids must be in [0, {self.vocab_size}), got range [{int(x.min())}, {int(x.max())}]"
+                )
+        else:
+            from convatlas.layers.validation import check_input
+
+            check_input(name, x, ndim=3, channels=self.in_chans, layout=f"(B, {self.in_chans}, L)")
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Encoded sequence ``(B', H, L)`` (B' = 2B for retrieval: both documents stacked)."""
+        if self.vocab_size is not None:
+            if self.retrieval:
+                x = torch.cat([x[:, 0], x[:, 1]], 0)
+            x = self.encoder(x.long()).transpose(1, 2)
+        else:
+            x = self.encoder(x)
+        for blk in self.blocks:
+            x = blk(x)
+        if isinstance(self.norm, nn.LayerNorm):
+            x = self.norm(x.transpose(1, 2)).transpose(1, 2)
+        else:
+            x = self.norm(x)
+        return x
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        x = x.mean(-1) if self.pool == "mean" else x[..., -1]
+        if self.retrieval:
+            a, b = x.chunk(2, 0)
+            x = torch.cat([a, b, a - b, a * b], -1)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check(x)
+        return self.forward_head(self.forward_features(x))
+
+
+def sgconv_param_groups(model: nn.Module, lr: float, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW parameter groups honouring each parameter's ``_optim`` dict (kernel lr 0.001, no weight decay),
+    as the official S4 framework does; everything else gets ``lr`` / ``weight_decay``."""
+    groups: dict[tuple, dict[str, Any]] = {}
+    for p in model.parameters():
+        if not p.requires_grad:
+            continue
+        hp = {"lr": lr, "weight_decay": weight_decay, **getattr(p, "_optim", {})}
+        key = tuple(sorted(hp.items()))
+        groups.setdefault(key, {**hp, "params": []})["params"].append(p)
+    return list(groups.values())
+
+
+def _tokens(vocab: int, length: int, pair: bool = False, small_length: int | None = None):
+    """``example_inputs`` for token-id models: ``(B, L)`` (or ``(B, 2, L)``) ids; ``small`` uses ``small_length``."""
+
+    def make(batch_size: int, small: bool) -> tuple[Tensor]:
+        n = small_length if (small and small_length) else length
+        shape = (batch_size, 2, n) if pair else (batch_size, n)
+        return (torch.randint(0, vocab, shape),)
+
+    return make
+
+
+# name: (config, input_size, num_classes, metric, vocab or None)
+_LRA = {
+    "listops": (dict(n_layers=8, d_model=128, norm="batch", prenorm=False, kernel_dim=1, mode="cat_randn",
+                     decay_min=2, decay_max=2, l_max=2048, vocab_size=18, dropout=0.0), 2048, 10, 61.45),
+    "text": (dict(n_layers=6, d_model=256, norm="batch", prenorm=True, kernel_dim=2, mode="cat_randn",
+                  decay_min=2, decay_max=2, l_max=4096, vocab_size=135, dropout=0.0), 4096, 2, 89.20),
+    "retrieval": (dict(n_layers=6, d_model=256, norm="batch", prenorm=True, kernel_dim=1, mode="cat_randn",
+                       decay_min=2, decay_max=2, l_max=4000, vocab_size=98, retrieval=True, dropout=0.0), 4000, 2,
+                  91.11),
+    "image": (dict(n_layers=6, d_model=512, norm="layer", prenorm=False, kernel_dim=32,
+                   mode="cat_randn_learnable_fixed", decay_min=1, decay_max=1, l_max=1024, dropout=0.2), 1024, 10,
+              87.97),
+    "pathfinder": (dict(n_layers=6, d_model=256, norm="batch", prenorm=True, kernel_dim=32, mode="cat_randn",
+                        decay_min=2, decay_max=2, l_max=1024, dropout=0.2), 1024, 2, 95.46),
+    "pathx": (dict(n_layers=6, d_model=256, norm="batch", prenorm=True, kernel_dim=64, mode="cat_cos",
+                   decay_min=1, decay_max=3, init_scale=1, l_max=16384, dropout=0.0), 16384, 2, 97.83),
+}
+
+
+def _build(task: str, **kwargs: Any) -> SGConvClassifier:
+    cfg, _, num_classes, _ = _LRA[task]
+    return SGConvClassifier(**{"num_classes": num_classes, **cfg, **kwargs})
+
+
+def _entry(task: str) -> dict[str, Any]:
+    cfg, length, num_classes, acc = _LRA[task]
+    vocab = cfg.get("vocab_size")
+    entry: dict[str, Any] = dict(
+        paper="sgconv",
+        task="classification",
+        num_classes=num_classes,
+        mean=(0.0,),
+        std=(1.0,),
+        reported=Reported(resolution=(length,), metrics={f"lra_{task}_acc": acc}, source=_SRC),
+        tags=("sequence", "lra"),
+    )
+    if vocab is not None:
+        entry["input_size"] = (2, length) if cfg.get("retrieval") else (length,)
+        entry["example_inputs"] = _tokens(vocab, length, bool(cfg.get("retrieval")), small_length=256)
+    else:
+        entry["input_size"] = (1, length)
+        entry["test_input_size"] = (1, 256)
+    return entry
+
+
+@register_model(**_entry("listops"))
+def sgconv_lra_listops(**kwargs: Any) -> SGConvClassifier:
+    """LRA ListOps: 8 layers, d_model 128, BatchNorm post-norm, kernel_dim 1 (12 scales, 2048 taps)."""
+    return _build("listops", **kwargs)
+
+
+@register_model(**_entry("text"))
+def sgconv_lra_text(**kwargs: Any) -> SGConvClassifier:
+    """LRA Text (IMDB bytes): 6 layers, d_model 256, BatchNorm pre-norm, kernel_dim 2, l_max 4096."""
+    return _build("text", **kwargs)
+
+
+@register_model(**_entry("retrieval"))
+def sgconv_lra_retrieval(**kwargs: Any) -> SGConvClassifier:
+    """LRA Retrieval (AAN): dual encoder, 6 layers, d_model 256, kernel_dim 1, input ``(B, 2, 4000)`` token ids."""
+    return _build("retrieval", **kwargs)
+
+
+@register_model(**_entry("image"))
+def sgconv_lra_image(**kwargs: Any) -> SGConvClassifier:
+    """LRA Image (grayscale CIFAR-10 as 1024 steps): 6 layers, d_model 512, LayerNorm, 'learnable_fixed' decay."""
+    return _build("image", **kwargs)
+
+
+@register_model(**_entry("pathfinder"))
+def sgconv_lra_pathfinder(**kwargs: Any) -> SGConvClassifier:
+    """LRA Pathfinder 32x32: 6 layers, d_model 256, kernel_dim 32, dropout 0.2."""
+    return _build("pathfinder", **kwargs)
+
+
+@register_model(**_entry("pathx"))
+def sgconv_lra_pathx(**kwargs: Any) -> SGConvClassifier:
+    """LRA Path-X 128x128 (16,384 steps): 6 layers, d_model 256, kernel_dim 64, 'cat_cos', init_scale 1."""
+    return _build("pathx", **kwargs)
+
+
+@register_model(
+    paper="sgconv",
+    task="classification",
+    input_size=(64,),
+    num_classes=2,
+    example_inputs=_tokens(8, 64),
+    test_only=True,
+    mean=(0.0,),
+    std=(1.0,),
+    tags=("sequence",),
+)
+def test_sgconv(**kwargs: Any) -> SGConvClassifier:
+    """Tiny token-input SGConv for the generic tests: 2 layers, d_model 16, kernel_dim 4, l_max 64."""
+    cfg = dict(num_classes=2, vocab_size=8, d_model=16, n_layers=2, l_max=64, kernel_dim=4, norm="layer",
+               bidirectional=True)
+    return SGConvClassifier(**{**cfg, **kwargs})

@@ -1,0 +1,195 @@
+"""LoCoCo: convolutional KV-cache compression dropped into a decoder-only LM (card: lococo, arXiv 2406.05317).
+
+Registered variants:
+- ``lococo_llama2_7b_compressor`` / ``..._m128``: one layer's compressor as used with Llama-2-7B (head_dim 128,
+  kernel 21, hh_keep_rate 0.5, mem_size 512 / 128): ``model(k, v, scores) -> cat(K', V', -1)`` of shape
+  (B, h, mem_size, 256). Card parameter counts (computed from the official shapes): 1,376,513 and 344,129 per
+  layer (x32 layers: 44,048,416 / 11,012,128), reproduced exactly.
+- ``lococo_tiny_lm``: the card's learning-check LM (2 layers, 4 heads, d 128, byte vocabulary) with one
+  compressor per layer, chunked prefill (block 128) and a 128-slot cache; ``test_lococo`` is its tiny version.
+
+Building blocks: :mod:`convatlas.layers.kv_conv_compressor` (compressor, H2O-style ``drop_tokens``,
+``keep_recent``), :mod:`convatlas.models.sequence.tiny_lm` (LM with the cache policy),
+:mod:`convatlas.data.synthetic_retrieval` (long-context retrieval task). ``benchmarks/lococo_cache.py`` trains the
+LM, then the compressors only ("inference mode"), and compares LoCoCo with keep-recent and H2O at equal cache size.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from convatlas.identities import register_identity
+from convatlas.layers.kv_conv_compressor import KVCache, KVConvCompressor, drop_tokens
+from convatlas.models.sequence.tiny_lm import TinyLM
+from convatlas.registry import Reported, register_model
+
+__all__ = ["LoCoCoCompressor", "convert_official_lococo"]
+
+
+class LoCoCoCompressor(nn.Module):
+    """One attention layer's LoCoCo compressor as a model: keys/values (B, h, S, d) and scores (B, h, S) ->
+    cat(K', V', -1) (B, h, min(S, mem_size), 2·d). Official module name: ``memory_saver``."""
+
+    def __init__(self, head_dim: int = 128, mem_size: int = 512, kernel_size: int = 21, **kwargs) -> None:
+        super().__init__()
+        self.memory_saver = KVConvCompressor(head_dim, mem_size, kernel_size, **kwargs)
+
+    def forward(self, k: Tensor, v: Tensor, scores: Tensor) -> Tensor:
+        d = self.memory_saver.head_dim
+        for name, t in (("k", k), ("v", v)):
+            if not isinstance(t, Tensor) or t.ndim != 4 or t.shape[-1] != d or not t.is_floating_point():
+                got = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+                raise ValueError(f"LoCoCoCompressor: expected {name} of shape (B, h, S, {d}) float, got {got}")
+        if k.shape != v.shape or not isinstance(scores, Tensor) or scores.shape != k.shape[:3]:
+            raise ValueError(
+                f"LoCoCoCompressor: expected v like k {tuple(k.shape)} and scores (B, h, S) = {tuple(k.shape[:3])}, "
+                f"got v {tuple(v.shape)}, scores {tuple(scores.shape) if isinstance(scores, Tensor) else scores}"
+            )
+        out = self.memory_saver(KVCache(k, v, scores, k.shape[2]))
+        return torch.cat([out.k, out.v], dim=-1)
+
+
+def convert_official_lococo(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Official per-layer keys ``model.layers.{i}.self_attn.memory_saver.{layers.0.weight,normalizer}`` ->
+    ``compressors.{i}.{...}`` of :class:`TinyLM` (other keys are dropped: the official base model is Llama-2)."""
+    out = {}
+    for key, v in state_dict.items():
+        if ".self_attn.memory_saver." in key:
+            i = key.split("model.layers.")[1].split(".")[0]
+            out[f"compressors.{i}." + key.split(".memory_saver.")[1]] = v
+    return out
+
+
+def _kv_inputs(head_dim: int, heads: int, seq: int):
+    def make(batch_size: int, small: bool) -> tuple:
+        s = seq if not small else seq
+        k, v = torch.randn(batch_size, heads, s, head_dim), torch.randn(batch_size, heads, s, head_dim)
+        return k, v, torch.rand(batch_size, heads, s)
+
+    return make
+
+
+def _ids_inputs(vocab: int, full: int, small_len: int):
+    def make(batch_size: int, small: bool) -> tuple:
+        return (torch.randint(0, vocab, (batch_size, small_len if small else full)),)
+
+    return make
+
+
+_CARD = "card lococo: Conv1d(256 -> M_c, k=21) + bias + normalizer, computed from the official shapes"
+
+
+@register_model(
+    paper="lococo",
+    task="kv_compression",
+    input_size=(32, 1024, 128),
+    num_classes=None,
+    example_inputs=_kv_inputs(128, 2, 1024),
+    reported=Reported(params=1_376_513, params_exact=True, source=_CARD),
+)
+def lococo_llama2_7b_compressor(**kwargs) -> LoCoCoCompressor:
+    """Compressor of one Llama-2-7B layer, mem_size 512 (README inference / post-training settings)."""
+    return LoCoCoCompressor(**{"head_dim": 128, "mem_size": 512, "kernel_size": 21, **kwargs})
+
+
+@register_model(
+    paper="lococo",
+    task="kv_compression",
+    input_size=(32, 512, 128),
+    num_classes=None,
+    example_inputs=_kv_inputs(128, 2, 512),
+    reported=Reported(params=344_129, params_exact=True, source=_CARD),
+)
+def lococo_llama2_7b_compressor_m128(**kwargs) -> LoCoCoCompressor:
+    """Compressor of one Llama-2-7B layer, mem_size 128 (train.py default; the paper's "128-size cache")."""
+    return LoCoCoCompressor(**{"head_dim": 128, "mem_size": 128, "kernel_size": 21, **kwargs})
+
+
+@register_model(
+    paper="lococo",
+    task="language_model",
+    input_size=(1024,),
+    num_classes=256,
+    example_inputs=_ids_inputs(256, 1024, 384),
+    reported=Reported(source="card lococo learning-check LM (2 layers, 4 heads, d 128); no paper figure"),
+)
+def lococo_tiny_lm(**kwargs) -> TinyLM:
+    """Byte-level tiny LM with LoCoCo compressors: 128-slot cache, 128-token chunks, kernel 21, buffer 16."""
+    cfg = dict(vocab_size=256, dim=128, depth=2, heads=4, cache_method="conv", mem_size=128, block_size=128)
+    return TinyLM(**{**cfg, **kwargs})
+
+
+@register_model(
+    paper="lococo",
+    task="language_model",
+    input_size=(32,),
+    num_classes=64,
+    test_only=True,
+    example_inputs=_ids_inputs(64, 32, 32),
+)
+def test_lococo(**kwargs) -> TinyLM:
+    """Tiny LoCoCo LM for the generic tests: 8-slot cache, 8-token chunks (compression happens within 32 tokens)."""
+    cfg = dict(vocab_size=64, dim=32, depth=1, heads=2, mlp_ratio=2.0, cache_method="conv", mem_size=8,
+               block_size=8, buffer=0, kernel_size=5)
+    return TinyLM(**{**cfg, **kwargs})
+
+
+# ---------------------------------------------------------------- identities (card "How to verify")
+def _random_cache(s: int = 40, d: int = 8, h: int = 2, b: int = 2, dtype=torch.float64) -> KVCache:
+    g = torch.Generator().manual_seed(0)
+    return KVCache(torch.randn(b, h, s, d, generator=g, dtype=dtype), torch.randn(b, h, s, d, generator=g, dtype=dtype),
+                   torch.rand(b, h, s, generator=g, dtype=dtype), s)
+
+
+@register_identity("lococo", "row-stochastic mixing: a cache of identical keys/values compresses to that key")
+def _identical_identity() -> str:
+    torch.manual_seed(0)
+    comp = KVConvCompressor(8, 16, 5).double()
+    c = _random_cache()
+    key = torch.randn(8, dtype=torch.float64)
+    c = KVCache(key.expand_as(c.k).clone(), key.expand_as(c.v).clone(), c.scores, c.past_len)
+    out = comp(c)
+    w, _, w_conv = comp.mixing_weights(c.k[:, :, :32], c.v[:, :, :32], c.scores[:, :, :32])
+    err = max((out.k - key).abs().max().item(), (out.v - key).abs().max().item(),
+              (w.sum(-1) - 1).abs().max().item(), (w_conv.sum(-1) - 1).abs().max().item())
+    assert out.k.shape == (2, 2, 16, 8) and err < 1e-12, f"max abs error {err:.2e}"
+    return f"16 slots, max abs error {err:.2e} (row sums of W and W_conv = 1)"
+
+
+@register_identity("lococo", "λ = 0: conv compressor equals hard top-score selection (drop_tokens)")
+def _hard_identity() -> str:
+    comp = KVConvCompressor(8, 16, 5, normalizer_init=0.0).double()
+    c = _random_cache()
+    out, ref = comp(c), drop_tokens(c, 16)
+    # same set of kept tokens (order: heavy first, then selected rest) -> compare after sorting by score
+    o, r = torch.sort(out.scores, -1).indices, torch.sort(ref.scores, -1).indices
+    gk = lambda t, i: torch.gather(t, 2, i[..., None].expand(*i.shape, t.shape[-1]))  # noqa: E731
+    err = max((gk(out.k, o) - gk(ref.k, r)).abs().max().item(), (gk(out.v, o) - gk(ref.v, r)).abs().max().item())
+    assert err < 1e-12, f"max abs error {err:.2e}"
+    return f"max abs error {err:.2e}"
+
+
+@register_identity("lococo", "no overflow (S <= mem_size + buffer): chunked cached LM equals plain attention")
+def _equivalence_identity() -> str:
+    torch.manual_seed(0)
+    lm = TinyLM(64, dim=32, depth=2, heads=2, cache_method="conv", mem_size=32, block_size=8, buffer=16).double()
+    ref = TinyLM(64, dim=32, depth=2, heads=2, cache_method="full", block_size=None).double()
+    ref.load_state_dict(lm.state_dict(), strict=False)
+    ids = torch.randint(0, 64, (2, 48))
+    err = (lm(ids) - ref(ids)).abs().max().item()
+    assert err < 1e-10, f"max abs error {err:.2e}"
+    return f"48 tokens in 8-token chunks vs one causal pass: max abs error {err:.2e}"
+
+
+@register_identity("lococo", "constant memory: the cache size does not grow with the context length")
+def _constant_memory_identity() -> str:
+    torch.manual_seed(0)
+    lm = test_lococo().eval()
+    sizes = []
+    with torch.no_grad():
+        for n in (32, 128, 512):
+            lm(torch.randint(0, 64, (1, n)))
+            sizes.append((lm.max_cache_len, sum(c.nbytes() for c in lm.last_caches)))
+    assert len({s for s in sizes}) == 1, sizes
+    return f"max cache length {sizes[0][0]} tokens ({sizes[0][1]} bytes) for contexts 32, 128, 512"

@@ -1,0 +1,183 @@
+"""A small decoder-only transformer LM with chunked prefill over a bounded KV cache (card: lococo).
+
+Llama-style pre-norm blocks (LayerNorm, RoPE multi-head attention, GELU MLP). ``forward(ids (B, T))`` reads the
+sequence in chunks of ``block_size`` tokens; each layer keeps a :class:`~convatlas.layers.kv_conv_compressor.KVCache`
+and applies ``cache_method`` whenever the cache exceeds ``mem_size + buffer`` at the start of a chunk:
+
+- ``"full"``: never compress (equals ordinary causal attention over the whole sequence);
+- ``"conv"``: LoCoCo's :class:`~convatlas.layers.kv_conv_compressor.KVConvCompressor` (one per layer);
+- ``"hh"``: H2O-style heavy-hitter eviction (:func:`drop_tokens`); ``"recent"``: keep the last ``mem_size``.
+
+The queries of a chunk attend to [compressed cache; the chunk itself (causal)], RoPE positions keep counting, and
+the cache is stored detached (``detach_cache=True``, official): the compressor is trained by the loss of the
+chunk that follows each compression. The official code compresses *after* appending a chunk (buffer 16); here
+compression happens before the next chunk's attention, which bounds the cache at ``mem_size + buffer +
+block_size`` tokens independently of the context length.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from convatlas.layers.kv_conv_compressor import CACHE_METHODS, KVCache, KVConvCompressor, drop_tokens, keep_recent
+
+__all__ = ["TinyLM", "apply_rope"]
+
+
+def apply_rope(x: Tensor, pos: Tensor, base: float = 10000.0) -> Tensor:
+    """Rotary position embedding (half-split convention): x (B, h, T, d) at integer positions pos (T,)."""
+    d = x.shape[-1]
+    inv = base ** (-torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d)
+    ang = pos.to(torch.float32)[:, None] * inv[None]
+    cos, sin = ang.cos().to(x.dtype), ang.sin().to(x.dtype)
+    x1, x2 = x[..., : d // 2], x[..., d // 2 :]
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
+class CachedSelfAttention(nn.Module):
+    """Multi-head causal self-attention over [cache; chunk]: (B, T, D) -> (B, T, D), returns the new cache."""
+
+    def __init__(self, dim: int, heads: int, rope_base: float = 10000.0) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"CachedSelfAttention: dim {dim} not divisible by heads {heads}")
+        self.heads, self.head_dim, self.rope_base = heads, dim // heads, rope_base
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.proj = nn.Linear(dim, dim, bias=False)
+
+    def forward(self, x: Tensor, cache: KVCache | None, past_len: int) -> tuple[Tensor, KVCache]:
+        b, t, _ = x.shape
+        q, k, v = self.qkv(x).reshape(b, t, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        pos = torch.arange(past_len, past_len + t, device=x.device)
+        q, k = apply_rope(q, pos, self.rope_base), apply_rope(k, pos, self.rope_base)
+        n_c = 0 if cache is None else cache.length
+        if cache is not None:
+            k_all, v_all = torch.cat([cache.k.to(k.dtype), k], 2), torch.cat([cache.v.to(v.dtype), v], 2)
+        else:
+            k_all, v_all = k, v
+        att = (q @ k_all.transpose(-1, -2)) / math.sqrt(self.head_dim)
+        causal = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
+        mask = torch.cat([torch.ones(t, n_c, dtype=torch.bool, device=x.device), causal], dim=1)
+        att = att.to(torch.promote_types(att.dtype, torch.float32)).masked_fill(~mask, float("-inf"))
+        probs = att.softmax(-1)
+        y = (probs.to(v_all.dtype) @ v_all).transpose(1, 2).reshape(b, t, -1)
+        col = probs.sum(2)  # (B, h, n_c + t): attention mass received by every key in this chunk
+        scores = col if cache is None else torch.cat([cache.scores.to(col.dtype) + col[..., :n_c], col[..., n_c:]], -1)
+        return self.proj(y), KVCache(k_all, v_all, scores, past_len + t)
+
+
+class Block(nn.Module):
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, rope_base: float) -> None:
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = CachedSelfAttention(dim, heads, rope_base)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(self, x: Tensor, cache: KVCache | None, past_len: int) -> tuple[Tensor, KVCache]:
+        a, cache = self.attn(self.norm1(x), cache, past_len)
+        x = x + a
+        return x + self.mlp(self.norm2(x)), cache
+
+
+class TinyLM(nn.Module):
+    """Decoder-only LM: token ids (B, T) int64 -> next-token logits (B, T, vocab_size).
+
+    Args:
+        vocab_size: vocabulary size.
+        dim / depth / heads / mlp_ratio: transformer size (card's learning check: d 128, 2 layers, 4 heads).
+        cache_method: ``"full"``, ``"conv"`` (LoCoCo), ``"hh"`` (H2O-style) or ``"recent"``.
+        mem_size: cache slots after compression.
+        block_size: chunk length of the chunked prefill (None: one chunk = plain causal attention).
+        buffer: the cache is compressed when it holds more than ``mem_size + buffer`` tokens (official 16).
+        kernel_size / hh_keep_rate / local_len / n_convlayer / expand / hidden_act / normalizer_init: compressor.
+        detach_cache: store caches detached (official); False lets gradients flow through all compressions.
+        rope_base: RoPE base.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int = 256,
+        dim: int = 128,
+        depth: int = 2,
+        heads: int = 4,
+        mlp_ratio: float = 4.0,
+        cache_method: str = "full",
+        mem_size: int = 128,
+        block_size: int | None = None,
+        buffer: int = 16,
+        kernel_size: int = 21,
+        hh_keep_rate: float = 0.5,
+        local_len: int = 0,
+        n_convlayer: int = 1,
+        expand: int = 1,
+        hidden_act: str = "relu",
+        normalizer_init: float = 0.5,
+        detach_cache: bool = True,
+        rope_base: float = 10000.0,
+    ) -> None:
+        super().__init__()
+        if cache_method not in CACHE_METHODS:
+            raise ValueError(f"TinyLM: cache_method must be one of {CACHE_METHODS}, got {cache_method!r}")
+        self.vocab_size, self.dim = vocab_size, dim
+        self.cache_method, self.mem_size, self.block_size, self.buffer = cache_method, mem_size, block_size, buffer
+        self.detach_cache = detach_cache
+        self.embed = nn.Embedding(vocab_size, dim)
+        self.blocks = nn.ModuleList([Block(dim, heads, mlp_ratio, rope_base) for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, vocab_size, bias=False)
+        self.compressors = None
+        if cache_method == "conv":
+            self.compressors = nn.ModuleList(
+                [KVConvCompressor(dim // heads, mem_size, kernel_size, hh_keep_rate, local_len, n_convlayer, expand,
+                                  hidden_act, normalizer_init) for _ in range(depth)]
+            )
+        self.last_caches: list[KVCache] | None = None
+        self.max_cache_len = 0
+
+    def compressor_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the KV compressors (what LoCoCo's "inference mode" trains)."""
+        return [] if self.compressors is None else list(self.compressors.parameters())
+
+    def _shrink(self, i: int, cache: KVCache | None) -> KVCache | None:
+        if cache is None or self.cache_method == "full" or cache.length <= self.mem_size + self.buffer:
+            return cache
+        if self.cache_method == "conv":
+            return self.compressors[i](cache)
+        if self.cache_method == "hh":
+            return drop_tokens(cache, self.mem_size)
+        return keep_recent(cache, self.mem_size)
+
+    def forward_chunk(self, ids: Tensor, caches: list[KVCache | None]) -> tuple[Tensor, list[KVCache]]:
+        """One chunk (B, t) with the caches of every layer -> logits (B, t, V) and the updated caches."""
+        x = self.embed(ids)
+        new = []
+        for i, blk in enumerate(self.blocks):
+            cache = self._shrink(i, caches[i])
+            past = 0 if caches[i] is None else caches[i].past_len
+            x, c = blk(x, cache, past)
+            new.append(c.detach() if self.detach_cache else c)
+        return self.head(self.norm(x)), new
+
+    def forward(self, ids: Tensor) -> Tensor:
+        if not isinstance(ids, Tensor) or ids.ndim != 2 or ids.dtype not in (torch.int64, torch.int32):
+            got = f"shape {tuple(ids.shape)} dtype {ids.dtype}" if isinstance(ids, Tensor) else type(ids).__name__
+            raise ValueError(f"TinyLM: expected token ids (B, T) of dtype int64, got {got}")
+        if ids.device.type != "meta" and ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.vocab_size):
+            raise ValueError(
+                f"TinyLM: expected token ids in [0, {self.vocab_size}), got range [{int(ids.min())}, {int(ids.max())}]"
+            )
+        bs = self.block_size or ids.shape[1]
+        caches: list[KVCache | None] = [None] * len(self.blocks)
+        outs = []
+        self.max_cache_len = 0
+        for s in range(0, ids.shape[1], bs):
+            logits, caches = self.forward_chunk(ids[:, s : s + bs], caches)
+            self.max_cache_len = max(self.max_cache_len, max(c.length for c in caches))
+            outs.append(logits)
+        self.last_caches = caches
+        return torch.cat(outs, dim=1)

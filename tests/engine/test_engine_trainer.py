@@ -276,3 +276,22 @@ def test_fresh_run_restarts_metrics_file(tmp_path):
         Trainer(TinyNet(), "classification", synthetic_dataset(32), None,
                 TrainConfig(epochs=2, batch_size=16, **FAST), out_dir=tmp_path).fit()
     assert [json.loads(s)["epoch"] for s in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def test_model_ema_update_rule():
+    from convatlas.engine.ema import ModelEma
+
+    m = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    ema = ModelEma(m, decay=0.9, warmup=False)
+    w0 = m[0].weight.detach().clone()
+    with torch.no_grad():
+        m[0].weight.add_(1.0)
+    m[1].num_batches_tracked.fill_(7)
+    ema.update(m)
+    assert torch.allclose(ema.module[0].weight, 0.9 * w0 + 0.1 * (w0 + 1.0))
+    assert ema.module[1].num_batches_tracked.item() == 7  # integer buffers are copied
+    assert not ema.module.training and not any(p.requires_grad for p in ema.module.parameters())
+    warm = ModelEma(m, decay=0.999)
+    assert warm.current_decay() == pytest.approx(0.1)  # (1 + 0) / (10 + 0)
+    with pytest.raises(ValueError):
+        ModelEma(m, decay=1.0)

@@ -172,7 +172,7 @@ def _to_device(obj: Any, device: torch.device) -> Any:
 
 
 class _Batches:
-    """Micro-batches of one epoch for this rank, optionally skipping the first ``skip`` of them."""
+    """Iterates the given micro-batches (lists of sample indices) of one epoch, or a user DataLoader as is."""
 
     def __init__(self, data: Dataset | DataLoader, index_batches: list[list[int]] | None, num_workers: int) -> None:
         self.data, self.index_batches, self.num_workers = data, index_batches, num_workers
@@ -611,6 +611,9 @@ class Trainer:
         if self.val_data is not None:
             metrics = self.evaluate()
             record.update({f"val_{k}": v for k, v in metrics.items()})
+            if self.task.primary_metric not in metrics:
+                raise ValueError(f"task {self.task.name!r}: metrics {sorted(metrics)} lack its primary metric "
+                                 f"{self.task.primary_metric!r}")
             value = metrics[self.task.primary_metric]
             better = self.best_value is None or (
                 value > self.best_value if self.task.higher_is_better else value < self.best_value

@@ -40,10 +40,10 @@ def fake(monkeypatch):
 
     class Fake:
         @staticmethod
-        def add_model(name, reported=None, builder=_tiny, test_only=False):
+        def add_model(name, reported=None, builder=_tiny, test_only=False, tags=()):
             monkeypatch.setitem(registry._REGISTRY, name, ModelEntry(
                 name=name, builder=builder, paper=SLUG, input_size=(3, 8, 8), num_classes=5,
-                reported=reported, test_only=test_only, family="fake"))
+                reported=reported, test_only=test_only, family="fake", tags=tags))
 
         @staticmethod
         def add_identity(name, fn):
@@ -182,3 +182,32 @@ def test_public_convatlas_verify_is_callable(fake):
     fake.add_model("zz_fake_pub", Reported(params=PARAMS, resolution=8, params_exact=True))
     (res,) = convatlas.verify(SLUG)
     assert res.slug == SLUG and res.ok
+
+
+class _Reparam(nn.Module):
+    """conv3x3 + parallel conv1x1 branch; reparameterize() folds the 1x1 into the 3x3 (the RepVGG idea)."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.branch = nn.Conv2d(3, 4, 1)
+
+    def forward(self, x):
+        return self.conv(x) + (self.branch(x) if self.branch is not None else 0)
+
+    def reparameterize(self) -> None:
+        self.conv.weight.data[:, :, 1:2, 1:2] += self.branch.weight.data
+        self.conv.bias.data += self.branch.bias.data
+        self.branch = None
+
+
+def test_deploy_form_measured_when_tagged(fake):
+    deploy = Reported(params=112, gmacs=6912e-9, resolution=8, params_exact=True)  # the single fused 3x3 conv
+    fake.add_model("zz_fake_train_form", deploy, builder=_Reparam)
+    fake.add_model("zz_fake_deploy_form", deploy, builder=_Reparam, tags=(verify.DEPLOY_TAG,))
+    assert not verify.verify_variant("zz_fake_train_form").ok  # 128 params, 7680 MACs in training form
+    v = verify.verify_variant("zz_fake_deploy_form")
+    assert v.ok and v.params == 112
+    fake.add_model("zz_fake_no_reparam", deploy, tags=(verify.DEPLOY_TAG,))
+    (c,) = verify.verify_variant("zz_fake_no_reparam").checks
+    assert c.kind == "build" and "no reparameterize()" in c.message

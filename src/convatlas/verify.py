@@ -9,6 +9,9 @@ For each paper (atlas slug):
 2. every identity registered with :func:`convatlas.identities.register_identity` is run; an identity that raises
    (AssertionError or anything else) is a failure carrying its message.
 
+Re-parameterisable models whose paper reports the fused inference form register with
+``tags=("reported_deploy",)``: they are measured after ``model.reparameterize()`` (still on the meta device).
+
 Results are plain dataclasses (``to_dict()`` for JSON) and are cached per process, so the atlas table and the CLI
 never measure twice. Call :func:`clear_cache` after changing the registry (tests do).
 
@@ -183,6 +186,25 @@ def _compare(kind: str, name: str, measured: float, reported: float | None, tol:
                        tol=0.0 if exact else tol, exact=exact)
 
 
+DEPLOY_TAG = "reported_deploy"
+
+
+def _measure(entry: Any, resolution: Any) -> Any:
+    """Measure the deployed form: build on meta, ``model.reparameterize()``, then count (DEPLOY_TAG entries)."""
+    import torch
+
+    from convatlas.analysis.complexity import _inputs_for_resolution, measure_complexity
+
+    with torch.device("meta"):
+        model = entry.builder()
+        if not hasattr(model, "reparameterize"):
+            raise TypeError(f"{entry.name} is tagged {DEPLOY_TAG!r} but has no reparameterize()")
+        model.eval()
+        model.reparameterize()
+        inputs = _inputs_for_resolution(entry, resolution)
+    return measure_complexity(model, inputs)
+
+
 def verify_variant(name: str, *, use_cache: bool = True) -> VariantResult:
     """Measure registered variant ``name`` on the meta device and compare with its reported figures."""
     from convatlas.analysis.complexity import measure_entry
@@ -198,7 +220,7 @@ def verify_variant(name: str, *, use_cache: bool = True) -> VariantResult:
                         source=rep.source if rep is not None else "")
     t0 = time.perf_counter()
     try:
-        c = measure_entry(name, resolution)
+        c = _measure(entry, resolution) if DEPLOY_TAG in entry.tags else measure_entry(name, resolution)
     except Exception as exc:  # a model that cannot even be measured is a failure, reported in one line
         res.checks.append(CheckResult("build", name, False, message=_one_line(exc),
                                       seconds=time.perf_counter() - t0))

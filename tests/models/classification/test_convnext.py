@@ -167,6 +167,17 @@ def test_checkpoint_filter_fn_converts_official_layout(conv_mlp):
     assert checkpoint_filter_fn(src.state_dict(), dst).keys() == src.state_dict().keys()  # ours: unchanged
 
 
+def test_create_model_loads_official_checkpoint_file(tmp_path):
+    src = create_model("test_convnext").eval()
+    _randomise(src)
+    path = tmp_path / "convnext_official.pth"
+    torch.save({"model": _to_fb_layout(src.state_dict()), "epoch": 3}, path)
+    dst = create_model("test_convnext", pretrained=path).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(dst(x), src(x))
+
+
 def test_isotropic_checkpoint_filter_fn():
     src = ConvNeXtIsotropic(depth=2, dim=16, num_classes=4, ls_init_value=0.5).eval()
     fb = {}

@@ -97,3 +97,14 @@ def test_identities() -> None:
     assert len(checks) >= 3
     for c in checks:
         c.fn()
+
+
+@pytest.mark.parametrize("k,stride,pad", [(3, 1, 1), (3, 2, 1), (1, 1, 0), (1, 2, 0)])
+def test_per_sample_conv_matches_grouped_conv(k: int, stride: int, pad: int) -> None:
+    from convatlas.layers.fdconv import per_sample_conv2d
+
+    x = torch.randn(3, 5, 9, 8, dtype=torch.float64)
+    w = torch.randn(3, 4, 5, k, k, dtype=torch.float64)
+    ref = torch.nn.functional.conv2d(x.reshape(1, 15, 9, 8), w.reshape(12, 5, k, k), None, stride, pad, 1, groups=3)
+    out = per_sample_conv2d(x, w, (stride, stride), (pad, pad), (1, 1))
+    assert torch.allclose(out, ref.view(3, 4, *ref.shape[-2:]), atol=1e-12)

@@ -37,7 +37,7 @@ from convatlas.identities import register_component, register_identity
 from convatlas.layers.activations import StarReLU
 from convatlas.ops.frequency import autocast_off, frequency_bands, max_norm_lowpass_masks, radial_frequency_order
 
-__all__ = ["FDConv", "FrequencyBandModulation", "fdconv_weight_to_dft", "fdconv_dft_to_weight"]
+__all__ = ["FDConv", "per_sample_conv2d", "FrequencyBandModulation", "fdconv_weight_to_dft", "fdconv_dft_to_weight"]
 
 
 def fdconv_weight_to_dft(weight: Tensor) -> Tensor:
@@ -54,6 +54,26 @@ def fdconv_dft_to_weight(dft: Tensor, cout: int, cin: int, k: int) -> Tensor:
     m = torch.fft.irfft2(spec, s=(cout * k, cin * k))
     lead = m.shape[:-2]
     return m.reshape(*lead, cout, k, cin, k).transpose(-3, -2)
+
+
+def per_sample_conv2d(
+    x: Tensor, weight: Tensor, stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int]
+) -> Tensor:
+    """Convolve sample b of x (B, C_in, H, W) with its own kernel weight[b] (B, C_out, C_in, k, k).
+
+    Computed as unfold + batched matmul: on CPU this is much faster (especially backward) than the usual
+    grouped convolution over a (1, B*C_in, H, W) tensor, and gives the same result.
+    """
+    b, cin, h, w = x.shape
+    cout, k1, k2 = weight.shape[1], weight.shape[-2], weight.shape[-1]
+    ho = (h + 2 * padding[0] - dilation[0] * (k1 - 1) - 1) // stride[0] + 1
+    wo = (w + 2 * padding[1] - dilation[1] * (k2 - 1) - 1) // stride[1] + 1
+    if (k1, k2) == (1, 1) and stride == (1, 1) and padding == (0, 0):
+        cols = x.reshape(b, cin, h * w)
+    else:
+        cols = F.unfold(x, (k1, k2), dilation, padding, stride)  # (B, C_in*k*k, L), C_in outer
+    out = torch.bmm(weight.reshape(b, cout, cin * k1 * k2), cols)
+    return out.view(b, cout, ho, wo)
 
 
 @functools.lru_cache(maxsize=64)
@@ -330,11 +350,7 @@ class FDConv(nn.Module):
             weight = weight * channel * filt
         else:  # channel attention on the input, filter attention on the output (same result)
             x = x * channel.view(b, cin, 1, 1).to(in_dtype)
-        out = F.conv2d(
-            x.reshape(1, b * cin, h, w), weight.reshape(b * cout, cin, k, k).to(in_dtype), None,
-            self.stride, self.padding, self.dilation, groups=b,
-        )
-        out = out.view(b, cout, out.shape[-2], out.shape[-1])
+        out = per_sample_conv2d(x, weight.to(in_dtype), self.stride, self.padding, self.dilation)
         if not compose:
             out = out * filt.view(b, cout, 1, 1).to(out.dtype)
         if self.bias is not None:

@@ -1,0 +1,46 @@
+"""AFFilter token mixer (card: aff)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from convatlas.identities import identities_for
+from convatlas.layers.aff_filter import AFFilter
+
+
+@pytest.mark.parametrize("c", [64, 128])
+def test_param_count(c: int) -> None:
+    assert sum(p.numel() for p in AFFilter(c).parameters()) == c * c // 2 + 4 * c  # 128 -> 8,704
+
+
+@pytest.mark.parametrize("hw", [(8, 8), (7, 9), (13, 6)])
+def test_any_resolution_and_grads(hw: tuple[int, int]) -> None:
+    f = AFFilter(16)
+    x = torch.randn(2, 16, *hw, requires_grad=True)
+    y = f(x)
+    assert y.shape == x.shape
+    y.square().sum().backward()
+    assert all(p.grad is not None for p in f.parameters()) and x.grad is not None
+
+
+def test_bf16_autocast_keeps_dtype_and_runs_fft_in_fp32() -> None:
+    f = AFFilter(16)
+    x = torch.randn(1, 16, 8, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = f(x.bfloat16())
+    assert y.dtype == torch.bfloat16
+    assert torch.allclose(y.float(), f(x.bfloat16().float()), atol=5e-2)
+
+
+def test_gradcheck_float64() -> None:
+    f = AFFilter(8, num_blocks=2).double()
+    x = torch.randn(1, 8, 4, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(f, (x,))
+
+
+def test_identities() -> None:
+    checks = identities_for("aff")
+    assert len(checks) >= 2
+    for c in checks:
+        c.fn()

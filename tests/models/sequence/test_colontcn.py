@@ -8,7 +8,7 @@ import torch
 from convatlas.analysis.complexity import measure_entry
 from convatlas.data.synthetic_procedure import make_procedures, pad_collate
 from convatlas.identities import identities_for
-from convatlas.models.sequence.colontcn import ColonTCN, convert_official_colontcn
+from convatlas.models.sequence.colontcn import ColonTCN, convert_official_colontcn, encode_frames, temporal_subsample
 from convatlas.registry import create_model, get_entry
 from convatlas.tasks.sequence_labelling import (
     SequenceLabellingTask,
@@ -94,6 +94,24 @@ def test_colontcn_task_adapter():
     acc.update(out, targets)
     r = acc.compute()
     assert 0 <= r["accuracy"] <= 1 and r["loss"] > 0
+
+
+def test_colontcn_augmentation_and_frame_encoder():
+    g = torch.Generator().manual_seed(0)
+    feats, labels = torch.arange(100.0)[None].repeat(3, 1), torch.arange(100)
+    for _ in range(10):
+        f, y = temporal_subsample(feats, labels, 4, g)
+        assert f.shape == (3, y.numel()) and torch.equal(f[0].long(), y)  # frames and labels stay aligned
+        assert 5 <= y.numel() <= 60 and bool((y[1:] > y[:-1]).all())
+    enc = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.AdaptiveAvgPool2d(1))
+    assert encode_frames(torch.randn(10, 3, 16, 16), enc, batch_size=4).shape == (8, 10)
+
+
+@pytest.mark.slow
+def test_colontcn_compile():
+    m = create_model("test_colontcn").eval()
+    x = torch.randn(1, 16, 40)
+    torch.testing.assert_close(torch.compile(m)(x), m(x), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.slow

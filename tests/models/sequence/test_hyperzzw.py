@@ -37,7 +37,12 @@ def test_hyperzzw_block_shapes_and_slow_nets():
     m = create_model("test_hyperzzw")
     x = torch.randn(2, 3, 8, 8)
     feats, ghks = m.forward_features_with_hyper_kernels(x)
-    assert feats.shape == (2, 12, 8, 8)  # 3 -> 6 -> 12 channels, spatial size never changes
+    assert [tuple(f.shape) for f in feats] == [(2, 6, 8, 8), (2, 12, 8, 8)]
+    fx = create_model("test_hyperzzw", features_only=True)
+    assert [f.shape[1] for f in fx(x)] == [i["num_chs"] for i in fx.feature_info] == [6, 12]
+    m.set_grad_checkpointing(True)
+    m(x).sum().backward()
+    m.zero_grad()  # 3 -> 6 -> 12 channels, spatial size never changes
     assert [tuple(g.shape) for g in ghks] == [(3, 8, 8), (6, 8, 8)]
     logits, ghks = m.forward_with_hyper_kernels(x)
     loss = terminator_loss(logits, torch.tensor([1, 2]), ghks, m.bottleneck_factors)

@@ -28,7 +28,7 @@ from convatlas.layers import check_input
 from convatlas.layers.tcn import TemporalConvNet, convert_legacy_weight_norm, tcn_receptive_field
 from convatlas.registry import Reported, register_model
 
-__all__ = ["ColonTCN", "convert_official_colontcn"]
+__all__ = ["ColonTCN", "convert_official_colontcn", "temporal_subsample", "encode_frames"]
 
 
 class ColonTCN(nn.Module):
@@ -71,6 +71,43 @@ class ColonTCN(nn.Module):
             )
         h = torch.relu(self.conv_first_layer(x))
         return self.stage1(h, mask)
+
+
+def temporal_subsample(
+    features: Tensor, labels: Tensor, factor: int, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
+    """Official temporal augmentation of one video: features (C, T), labels (T,) -> a sub-sampled copy.
+
+    With probability 2/3 every frame is kept independently with probability 1/factor (random sub-sampling);
+    otherwise a random start in [0, factor) and every ``factor``-th frame (regular sub-sampling).
+    """
+    if factor < 1:
+        raise ValueError(f"temporal_subsample: factor must be >= 1, got {factor}")
+    t = labels.shape[0]
+    if factor == 1 or t == 0:
+        return features, labels
+    if torch.rand((), generator=generator) < 2 / 3:
+        keep = torch.nonzero(torch.rand(t, generator=generator) < 1.0 / factor).flatten()
+        if keep.numel() == 0:
+            keep = torch.zeros(1, dtype=torch.long)
+    else:
+        start = int(torch.randint(0, factor, (), generator=generator))
+        keep = torch.arange(min(start, t - 1), t, factor)
+    return features[:, keep], labels[keep]
+
+
+@torch.no_grad()
+def encode_frames(frames: Tensor, encoder: nn.Module, batch_size: int = 256) -> Tensor:
+    """Frame features for ColonTCN: frames (T, 3, H, W) -> (D, T) with a frozen image encoder mapping
+    (N, 3, H, W) -> (N, D) (the paper: ImageNet ResNet-50 with ``fc = Identity``, D = 2048; e.g.
+    ``torchvision.models.resnet50(weights=...)``; torchvision is not a convatlas dependency)."""
+    if frames.ndim != 4:
+        raise ValueError(f"encode_frames: expected frames (T, 3, H, W), got shape {tuple(frames.shape)}")
+    was_training = encoder.training
+    encoder.eval()
+    feats = [encoder(frames[i : i + batch_size]).flatten(1) for i in range(0, frames.shape[0], batch_size)]
+    encoder.train(was_training)
+    return torch.cat(feats, 0).T.contiguous()
 
 
 def convert_official_colontcn(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:

@@ -294,6 +294,11 @@ class Terminator(nn.Module):
         self.num_features = in_channels[-1] * bottleneck_factors[-1]
         self.num_classes = num_classes
         self.head = nn.Linear(self.num_features, num_classes)
+        self.grad_checkpointing = False
+        self.feature_info = [
+            {"num_chs": c * f, "reduction": 1, "module": f"blocks.{i}"}
+            for i, (c, f) in enumerate(zip(in_channels, bottleneck_factors))
+        ]
 
     def _check(self, x: Tensor) -> None:
         layout = "(B, C, L)" if self.data_dim == 1 else "(B, C, H, W) with H = W"
@@ -304,22 +309,39 @@ class Terminator(nn.Module):
                 f"got shape {tuple(x.shape)}"
             )
 
-    def forward_features_with_hyper_kernels(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
-        """(B, C, *S) -> last block's activation (B, num_features, *S) and each block's global hyper-kernel."""
+    def forward_features_with_hyper_kernels(
+        self, x: Tensor, max_index: int | None = None
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """(B, C, *S) -> every block's output (B, C_i·f_i, *S) (up to ``max_index``) and global hyper-kernels."""
         self._check(x)
         acts = [x]
         ghks = []
-        for blk, p in zip(self.blocks, (b.fast_multi_branch.num_concat_pre for b in self.blocks)):
-            i = len(acts) - 1
+        last = len(self.blocks) - 1 if max_index is None else max_index
+        for i, blk in enumerate(self.blocks[: last + 1]):
+            p = blk.fast_multi_branch.num_concat_pre
             x_pre = acts[i - 1] if p >= 1 else None
             x_pre_pre = acts[i - 2] if p >= 2 else None
-            out, ghk = blk(acts[-1], x_pre, x_pre_pre)
+            if self.grad_checkpointing and self.training and not torch.jit.is_scripting():
+                out, ghk = torch.utils.checkpoint.checkpoint(blk, acts[-1], x_pre, x_pre_pre, use_reentrant=False)
+            else:
+                out, ghk = blk(acts[-1], x_pre, x_pre_pre)
             acts.append(out)
             ghks.append(ghk)
-        return acts[-1], ghks
+        return acts[1:], ghks
+
+    def forward_stages(self, x: Tensor, max_index: int | None = None) -> list[Tensor]:
+        """Per-block maps (B, C_i·f_i, *S) (no downsampling: reduction 1 everywhere)."""
+        return self.forward_features_with_hyper_kernels(x, max_index)[0]
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    def remove_head(self) -> None:
+        self.head = nn.Identity()
+        self.num_classes = 0
 
     def forward_features(self, x: Tensor) -> Tensor:
-        return self.forward_features_with_hyper_kernels(x)[0]
+        return self.forward_features_with_hyper_kernels(x)[0][-1]
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         x = x.flatten(2).mean(-1)
@@ -328,12 +350,12 @@ class Terminator(nn.Module):
     def forward_with_hyper_kernels(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         """Logits and the global hyper-kernels (input to :func:`slow_loss`)."""
         feats, ghks = self.forward_features_with_hyper_kernels(x)
-        return self.forward_head(feats), ghks
+        return self.forward_head(feats[-1]), ghks
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
 
-    def reset_classifier(self, num_classes: int) -> None:
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         self.num_classes = num_classes
         self.head = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
 

@@ -1,0 +1,212 @@
+"""UniRepLKNet (cards: unireplknet, scaling-up-kernels)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).parent))
+from lkfam_checks import (  # noqa: E402
+    check_bad_inputs,
+    check_bf16_and_channels_last,
+    check_contract,
+    check_grad_checkpointing,
+    check_reported,
+    check_state_dict_roundtrip,
+    train_digits,
+)
+
+from convatlas import create_model, list_models  # noqa: E402
+from convatlas.analysis.bench import num_threads  # noqa: E402
+from convatlas.analysis.complexity import count_params, measure_entry  # noqa: E402
+from convatlas.identities import identities_for  # noqa: E402
+from convatlas.models.classification.unireplknet import (  # noqa: E402
+    UniRepLKNet,
+    UniRepLKNetAudio,
+    UniRepLKNetBlock,
+    UniRepLKNetTimeSeries,
+    _randomize_,
+    checkpoint_filter_fn,
+    default_kernel_sizes,
+)
+
+VARIANTS = ["a", "f", "p", "n", "t", "s", "b", "l", "xl", "h"]
+# Exact counts (card, scratch re-implementation of the official code): (training form, deploy form).
+EXACT = {
+    "a": (4_649_060, 4_437_300), "f": (6_489_328, 6_235_216), "p": (11_080_520, 10_741_704),
+    "n": (18_818_880, 18_318_560), "t": (31_693_420, 31_037_980), "s": (56_456_704, 55_645_984),
+    "b": (99_089_416, 98_008_456), "l": (220_076_056, 218_454_616), "xl": (388_690_984, 386_529_064),
+    "h": (1_353_916_000, 1_349_862_400),
+}
+TINY = dict(depths=(1, 1, 2, 1), dims=(16, 32, 64, 128), kernel_sizes=((3,), (7,), (7, 3), (7,)))
+
+
+def test_registered() -> None:
+    assert list_models("unireplknet_*") == sorted(f"unireplknet_{v}" for v in VARIANTS)
+    assert list_models(paper="scaling-up-kernels") == ["unireplknet_h"]
+
+
+@pytest.mark.parametrize("v", VARIANTS)
+def test_reported_figures_deploy_form(v: str) -> None:
+    """Reported params/MACs are deploy-form figures: build with deploy=True (meta device)."""
+    check_reported(f"unireplknet_{v}", deploy=True)
+
+
+@pytest.mark.parametrize("v", VARIANTS)
+def test_exact_counts_both_forms(v: str) -> None:
+    with torch.device("meta"):
+        train = count_params(create_model(f"unireplknet_{v}"))
+        deploy = count_params(create_model(f"unireplknet_{v}", deploy=True))
+    assert (train, deploy) == EXACT[v]
+
+
+def test_s_at_384_matches_readme() -> None:
+    assert abs(measure_entry("unireplknet_s", 384, deploy=True).gmacs - 26.72) < 0.01  # README 26.7G
+
+
+def test_kernel_layouts() -> None:
+    ks = default_kernel_sizes((3, 3, 27, 3))
+    assert ks[0] == (3, 3, 3) and ks[1] == (13,) * 3 and ks[2][:3] == (13, 3, 3) and ks[2].count(13) == 9
+    assert default_kernel_sizes((3, 3, 18, 3))[2].count(3) == 9
+    with pytest.raises(ValueError, match="kernel"):
+        default_kernel_sizes((1, 1, 1, 1))
+
+
+def test_identities_pass() -> None:
+    for paper in ("unireplknet", "scaling-up-kernels"):
+        checks = identities_for(paper)
+        assert checks
+        for c in checks:
+            c.fn()
+
+
+def test_reparameterize_float64_and_deploy_checkpoint() -> None:
+    """Fused model == training form (rel < 1e-5, float64); its state dict loads into a deploy=True model."""
+    torch.manual_seed(0)
+    model = _randomize_(UniRepLKNet(**TINY, num_classes=10).double()).eval()
+    x = torch.randn(2, 3, 48, 80, dtype=torch.float64)  # non-square, not a multiple of 32
+    y0 = model(x)
+    model.reparameterize()
+    assert model.deploy and not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    y1 = model(x)
+    assert ((y1 - y0).abs().max() / y0.abs().max()).item() < 1e-5
+    dep = UniRepLKNet(**TINY, num_classes=10, deploy=True).double().eval()
+    dep.load_state_dict(model.state_dict(), strict=True)
+    torch.testing.assert_close(dep(x), y1)
+
+
+def test_block_kernel_size_zero_and_five() -> None:
+    for k in (0, 5):
+        blk = _randomize_(UniRepLKNetBlock(8, k).double()).eval()
+        x = torch.randn(1, 8, 9, 9, dtype=torch.float64)
+        y0 = blk(x)
+        blk.reparameterize()
+        torch.testing.assert_close(blk(x), y0)
+    with pytest.raises(ValueError, match="kernel_size"):
+        UniRepLKNetBlock(8, 4)
+
+
+def test_contract_and_safety() -> None:
+    torch.manual_seed(0)
+    model = create_model("test_unireplknet", num_classes=7)
+    x = torch.randn(2, 3, 64, 64)
+    check_contract(model, x, 7)
+    check_bad_inputs(model, x)
+    check_state_dict_roundtrip(model, lambda: create_model("test_unireplknet", num_classes=7), x)
+    check_bf16_and_channels_last(model, x)
+    check_grad_checkpointing(model, torch.randn(2, 3, 64, 64))
+    with torch.no_grad():
+        assert model.eval()(torch.randn(1, 3, 45, 71)).shape == (1, 7)  # any resolution
+    feats = create_model("test_unireplknet", features_only=True, out_indices=(1, 3))
+    maps = feats(x)
+    assert [m.shape[1] for m in maps] == [32, 128] and [m.shape[-1] for m in maps] == [8, 2]
+
+
+def test_official_checkpoint_keys_load() -> None:
+    """A state dict in the official key layout (card) converts and loads strictly."""
+    model = create_model("test_unireplknet", num_classes=5)
+    ours = model.state_dict()
+    inv = {}
+    for k, v in ours.items():
+        o = k.replace(".pwconv1.", ".pwconv1.1.").replace(".grn.", ".act.1.")
+        o = o.replace(".pwconv2.", ".pwconv2.0.").replace(".norm2.", ".pwconv2.2.")
+        o = o.replace("head.norm.", "norm.").replace("head.fc.", "head.")
+        inv[o] = v
+    assert "stages.1.0.dwconv.lk_origin.weight" in inv and "stages.1.0.dwconv.dil_conv_k5_1.weight" in inv
+    assert "stages.1.0.act.1.gamma" in inv and "stages.1.0.pwconv2.2.running_var" in inv and "head.weight" in inv
+    fresh = create_model("test_unireplknet", num_classes=5)
+    fresh.load_state_dict(checkpoint_filter_fn(inv), strict=True)
+
+
+def test_audio_and_time_series_adapters() -> None:
+    torch.manual_seed(0)
+    audio = UniRepLKNetAudio(**TINY, num_classes=4)
+    spec = torch.randn(2, 40, 36)  # (B, T, F)
+    y = audio(spec)
+    assert y.shape == (2, 4)
+    y.sum().backward()
+    assert all(p.grad is not None for p in audio.parameters())
+    audio.eval()
+    with torch.no_grad():
+        y0 = audio(spec)
+        audio.reparameterize()
+        torch.testing.assert_close(audio(spec), y0, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="UniRepLKNetAudio"):
+        audio(torch.randn(2, 1, 40, 36))
+
+    ts = UniRepLKNetTimeSeries(seq_len=48, horizon=6, embed_dim=32, **TINY)
+    series = torch.randn(2, 48, 3)  # (B, L, N)
+    out = ts(series)
+    assert out.shape == (2, 6, 3)
+    out.sum().backward()
+    assert all(p.grad is not None for p in ts.parameters())
+    with pytest.raises(ValueError, match="L=48"):
+        ts(torch.randn(2, 40, 3))
+
+
+@pytest.mark.slow
+def test_time_series_learns_sine_forecast() -> None:
+    """Sine mixtures: the adapter forecasts the next 4 steps far better than the last-value baseline."""
+    torch.manual_seed(0)
+    t = torch.arange(36, dtype=torch.float32)
+    freq = torch.rand(256, 1, 2) * 0.4 + 0.1
+    phase = torch.rand(256, 1, 2) * 6.28
+    series = torch.sin(t[None, :, None] * freq + phase)  # (256, 36, 2): 2 nodes
+    x, y = series[:, :32], series[:, 32:]
+    model = UniRepLKNetTimeSeries(seq_len=32, horizon=4, embed_dim=16, depths=(1, 1, 1, 1), dims=(16, 32, 48, 64),
+                                  kernel_sizes=((3,), (7,), (7,), (7,)))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    with num_threads(1):
+        for _ in range(60):
+            idx = torch.randint(0, 224, (32,))
+            loss = nn.functional.mse_loss(model(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        model.eval()
+        with torch.no_grad():
+            mse = nn.functional.mse_loss(model(x[224:]), y[224:]).item()
+    naive = nn.functional.mse_loss(x[224:, -1:].expand(-1, 4, -1), y[224:]).item()
+    assert mse < 0.5 * naive, (mse, naive)
+
+
+@pytest.mark.slow
+def test_learns_digits_and_reparam_keeps_predictions() -> None:
+    """Tiny UniRepLKNet (card's A-like check) on 32x32 digits: val accuracy >= 0.9; fused model predicts the same."""
+    torch.manual_seed(0)
+    model = UniRepLKNet(depths=(1, 1, 2, 1), dims=(16, 32, 64, 128), kernel_sizes=((3,), (7,), (7, 7), (7,)),
+                        num_classes=10)
+    acc, logits = train_digits(model, size=32, epochs=5, lr=4e-3)  # measured 0.962
+    assert acc >= 0.9, acc
+    from lkfam_checks import digits_tensors
+
+    xva = digits_tensors(32)[2]
+    model.reparameterize()
+    with torch.no_grad():
+        fused = torch.cat([model(xva[i : i + 200]) for i in range(0, len(xva), 200)])
+    assert (fused.argmax(1) == logits.argmax(1)).all()
+    torch.testing.assert_close(fused, logits, rtol=1e-3, atol=1e-3)

@@ -21,12 +21,16 @@ FAR_XOR_VOCAB = 8  # tokens 0-3 noise, 4/5 first marker (bit 0/1), 6/7 second ma
 
 
 def far_xor(n: int, length: int = 256, *, seed: int = 0, first_span: float = 0.125,
-            last_span: float = 0.125) -> tuple[Tensor, Tensor]:
-    """``n`` sequences ``(n, length)`` of token ids and labels ``(n,)`` in {0, 1}.
+            last_span: float = 0.125, label: str = "xor", second_at: float | None = None) -> tuple[Tensor, Tensor]:
+    """``n`` sequences ``(n, length)`` of token ids and labels ``(n,)``.
 
     The first marker (4 or 5) sits uniformly in the first ``first_span`` fraction of the sequence, the second
-    (6 or 7) in the last ``last_span`` fraction; label = bit1 XOR bit2. All other tokens are noise in 0..3.
+    (6 or 7) in the last ``last_span`` fraction (or, with ``second_at=f``, in ``[f, f + last_span)`` of the
+    length); ``label="xor"``: bit1 XOR bit2 (2 classes); ``label="sum"``: bit1 + bit2 (3 classes). All other
+    tokens are noise in 0..3.
     """
+    if label not in ("xor", "sum"):
+        raise ValueError(f"far_xor: label must be 'xor' or 'sum', got {label!r}")
     if length < 8:
         raise ValueError(f"far_xor: length must be >= 8, got {length}")
     g = torch.Generator().manual_seed(seed)
@@ -36,11 +40,16 @@ def far_xor(n: int, length: int = 256, *, seed: int = 0, first_span: float = 0.1
     w1 = max(1, int(length * first_span))
     w2 = max(1, int(length * last_span))
     pa = torch.randint(0, w1, (n,), generator=g)
-    pb = length - 1 - torch.randint(0, w2, (n,), generator=g)
+    if second_at is None:
+        pb = length - 1 - torch.randint(0, w2, (n,), generator=g)
+    else:
+        pb = int(length * second_at) + torch.randint(0, w2, (n,), generator=g)
+        if int(pb.max()) >= length or int(pb.min()) < w1:
+            raise ValueError(f"far_xor: second_at={second_at} with last_span={last_span} leaves the sequence")
     rows = torch.arange(n)
     x[rows, pa] = 4 + a
     x[rows, pb] = 6 + b
-    return x, a ^ b
+    return x, (a ^ b) if label == "xor" else (a + b)
 
 
 def delayed_copy(n: int, length: int = 1024, lag: int = 512, vocab: int = 8, *, seed: int = 0) -> tuple[Tensor, Tensor]:

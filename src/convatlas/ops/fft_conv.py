@@ -306,8 +306,11 @@ def fft_conv(
         y = F.conv1d(F.pad(v, (spectrum.taps - 1, 0)), spectrum.k_f.to(cdt), groups=h)
     elif spectrum.backend == "blocked":
         y = _overlap_save(v, spectrum.k_f, spectrum.taps, spectrum.n)
-    elif spectrum.backend == "torch" and spectrum.k_f.requires_grad and k is None and torch.is_grad_enabled():
-        # A learnable spectrum was passed in: plain autograd path so its gradient is not lost.
+    elif spectrum.backend == "torch" and (
+        (spectrum.k_f.requires_grad and k is None and torch.is_grad_enabled()) or _compiling()
+    ):
+        # A learnable spectrum was passed in (plain autograd keeps its gradient), or torch.compile is tracing
+        # (one vectorised graph instead of the Python block loop).
         vf = torch.fft.rfft(v, spectrum.n)
         if spectrum.freq_keep is not None:
             vf = vf[..., : spectrum.freq_keep]
@@ -412,6 +415,11 @@ class _BlockedRfftConv(torch.autograd.Function):
             # correlation of grad with input: first Lk taps of irfft(sum_b G · conj(V))
             gk = torch.fft.irfft(gkf, n)[..., :taps]
         return gv, None, gk, gd, None, None
+
+
+def _compiling() -> bool:
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling())
 
 
 def _overlap_save(v: Tensor, k_f: Tensor, taps: int, nb: int) -> Tensor:

@@ -248,7 +248,10 @@ def _entry(task: str) -> dict[str, Any]:
         num_classes=num_classes,
         mean=(0.0,),
         std=(1.0,),
-        reported=Reported(resolution=(length,), metrics={f"lra_{task}_acc": acc}, source=_SRC),
+        # token models: resolution None makes complexity counting use example_inputs (token ids)
+        reported=Reported(
+            resolution=None if vocab is not None else (1, length), metrics={f"lra_{task}_acc": acc}, source=_SRC
+        ),
         tags=("sequence", "lra"),
     )
     if vocab is not None:

@@ -11,7 +11,7 @@ from convatlas.analysis.complexity import measure_entry
 from convatlas.data.synthetic_retrieval import make_retrieval_batch, retrieval_vocab_size
 from convatlas.identities import identities_for
 from convatlas.layers.kv_conv_compressor import KVCache, KVConvCompressor, drop_tokens, keep_recent
-from convatlas.models.sequence.lococo import convert_official_lococo
+from convatlas.models.sequence.lococo import convert_official_lococo, lococo_param_groups
 from convatlas.models.sequence.tiny_lm import TinyLM
 from convatlas.registry import create_model, example_inputs, get_entry
 
@@ -46,6 +46,20 @@ def test_lococo_compressor_shapes_and_policies():
     comp = KVConvCompressor(128, 128, 21, local_len=4)
     kept = comp(KVCache(k, v, torch.zeros_like(s), 512)).k[:, :, :64]
     assert all(any(torch.equal(kept[0, 0, j], k[0, 0, t]) for j in range(64)) for t in range(508, 512))
+
+
+def test_lococo_param_groups_and_rope_scale():
+    lm = create_model("test_lococo")
+    groups = lococo_param_groups(lm, lr=1e-3, memory_lr_scale=1000, norm_lr_scale=5, compressors_only=False)
+    by = {g["name"]: g for g in groups}
+    assert by["memory"]["lr"] == 1.0 and by["norm"]["lr"] == 5e-3 and by["base"]["lr"] == 1e-3
+    assert sum(len(g["params"]) for g in groups) == len(list(lm.parameters()))
+    (only,) = lococo_param_groups(lm, compressors_only=True)
+    assert only["name"] == "memory" and not lm.embed.weight.requires_grad
+    from convatlas.models.sequence.tiny_lm import apply_rope
+
+    x = torch.randn(1, 1, 4, 8)
+    torch.testing.assert_close(apply_rope(x, torch.arange(4) * 2, scale=2.0), apply_rope(x, torch.arange(4)))
 
 
 def test_lococo_bad_input():

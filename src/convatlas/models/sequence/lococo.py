@@ -24,7 +24,7 @@ from convatlas.layers.kv_conv_compressor import KVCache, KVConvCompressor, drop_
 from convatlas.models.sequence.tiny_lm import TinyLM
 from convatlas.registry import Reported, register_model
 
-__all__ = ["LoCoCoCompressor", "convert_official_lococo"]
+__all__ = ["LoCoCoCompressor", "convert_official_lococo", "lococo_param_groups"]
 
 
 class LoCoCoCompressor(nn.Module):
@@ -48,6 +48,31 @@ class LoCoCoCompressor(nn.Module):
             )
         out = self.memory_saver(KVCache(k, v, scores, k.shape[2]))
         return torch.cat([out.k, out.v], dim=-1)
+
+
+def lococo_param_groups(
+    model: TinyLM,
+    lr: float = 5e-5,
+    memory_lr_scale: float = 1.0,
+    norm_lr_scale: float = 1.0,
+    compressors_only: bool = True,
+) -> list[dict]:
+    """Optimizer parameter groups of the official train.py: compressor weights at ``lr·memory_lr_scale`` (README:
+    1000), norm weights at ``lr·norm_lr_scale`` (README: 5), the rest at ``lr``. ``compressors_only=True``
+    ("inference mode") freezes everything but the compressors (and returns only their group)."""
+    comp = {id(p) for p in model.compressor_parameters()}
+    groups: dict[str, list] = {"memory": [], "norm": [], "base": []}
+    for name, p in model.named_parameters():
+        if id(p) in comp:
+            groups["memory"].append(p)
+        elif compressors_only:
+            p.requires_grad_(False)
+        elif "norm" in name:
+            groups["norm"].append(p)
+        else:
+            groups["base"].append(p)
+    scale = {"memory": memory_lr_scale, "norm": norm_lr_scale, "base": 1.0}
+    return [{"params": ps, "lr": lr * scale[k], "name": k} for k, ps in groups.items() if ps]
 
 
 def convert_official_lococo(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -28,11 +28,12 @@ from convatlas.layers.kv_conv_compressor import CACHE_METHODS, KVCache, KVConvCo
 __all__ = ["TinyLM", "apply_rope"]
 
 
-def apply_rope(x: Tensor, pos: Tensor, base: float = 10000.0) -> Tensor:
-    """Rotary position embedding (half-split convention): x (B, h, T, d) at integer positions pos (T,)."""
+def apply_rope(x: Tensor, pos: Tensor, base: float = 10000.0, scale: float = 1.0) -> Tensor:
+    """Rotary position embedding (half-split convention): x (B, h, T, d) at positions pos (T,); ``scale`` > 1 is
+    linear position interpolation (positions divided by ``scale``; LoCoCo's ``--rope_change``)."""
     d = x.shape[-1]
     inv = base ** (-torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d)
-    ang = pos.to(torch.float32)[:, None] * inv[None]
+    ang = (pos.to(torch.float32) / scale)[:, None] * inv[None]
     cos, sin = ang.cos().to(x.dtype), ang.sin().to(x.dtype)
     x1, x2 = x[..., : d // 2], x[..., d // 2 :]
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
@@ -41,11 +42,11 @@ def apply_rope(x: Tensor, pos: Tensor, base: float = 10000.0) -> Tensor:
 class CachedSelfAttention(nn.Module):
     """Multi-head causal self-attention over [cache; chunk]: (B, T, D) -> (B, T, D), returns the new cache."""
 
-    def __init__(self, dim: int, heads: int, rope_base: float = 10000.0) -> None:
+    def __init__(self, dim: int, heads: int, rope_base: float = 10000.0, rope_scale: float = 1.0) -> None:
         super().__init__()
         if dim % heads:
             raise ValueError(f"CachedSelfAttention: dim {dim} not divisible by heads {heads}")
-        self.heads, self.head_dim, self.rope_base = heads, dim // heads, rope_base
+        self.heads, self.head_dim, self.rope_base, self.rope_scale = heads, dim // heads, rope_base, rope_scale
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.proj = nn.Linear(dim, dim, bias=False)
 
@@ -53,7 +54,7 @@ class CachedSelfAttention(nn.Module):
         b, t, _ = x.shape
         q, k, v = self.qkv(x).reshape(b, t, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         pos = torch.arange(past_len, past_len + t, device=x.device)
-        q, k = apply_rope(q, pos, self.rope_base), apply_rope(k, pos, self.rope_base)
+        q, k = apply_rope(q, pos, self.rope_base, self.rope_scale), apply_rope(k, pos, self.rope_base, self.rope_scale)
         n_c = 0 if cache is None else cache.length
         if cache is not None:
             k_all, v_all = torch.cat([cache.k.to(k.dtype), k], 2), torch.cat([cache.v.to(v.dtype), v], 2)
@@ -71,10 +72,10 @@ class CachedSelfAttention(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, dim: int, heads: int, mlp_ratio: float, rope_base: float) -> None:
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, rope_base: float, rope_scale: float = 1.0) -> None:
         super().__init__()
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.attn = CachedSelfAttention(dim, heads, rope_base)
+        self.attn = CachedSelfAttention(dim, heads, rope_base, rope_scale)
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
@@ -97,6 +98,8 @@ class TinyLM(nn.Module):
         kernel_size / hh_keep_rate / local_len / n_convlayer / expand / hidden_act / normalizer_init: compressor.
         detach_cache: store caches detached (official); False lets gradients flow through all compressions.
         rope_base: RoPE base.
+        rope_scale: linear RoPE position interpolation factor (official ``--rope_change``: block_size ·
+            clean_period / max_position_embeddings).
     """
 
     def __init__(
@@ -119,6 +122,7 @@ class TinyLM(nn.Module):
         normalizer_init: float = 0.5,
         detach_cache: bool = True,
         rope_base: float = 10000.0,
+        rope_scale: float = 1.0,
     ) -> None:
         super().__init__()
         if cache_method not in CACHE_METHODS:
@@ -127,7 +131,7 @@ class TinyLM(nn.Module):
         self.cache_method, self.mem_size, self.block_size, self.buffer = cache_method, mem_size, block_size, buffer
         self.detach_cache = detach_cache
         self.embed = nn.Embedding(vocab_size, dim)
-        self.blocks = nn.ModuleList([Block(dim, heads, mlp_ratio, rope_base) for _ in range(depth)])
+        self.blocks = nn.ModuleList([Block(dim, heads, mlp_ratio, rope_base, rope_scale) for _ in range(depth)])
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, vocab_size, bias=False)
         self.compressors = None

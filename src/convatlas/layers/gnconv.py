@@ -66,6 +66,12 @@ class GnConv(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         p, q = torch.split(self.proj_in(x), (self.dims[0], sum(self.dims)), dim=1)
+        if not torch.is_grad_enabled():  # inference: the gates are applied in place (fewer large allocations)
+            qs = torch.split(self.dwconv(q).mul_(self.scale), self.dims, dim=1)
+            y = p * qs[0]
+            for pw, qk in zip(self.pws, qs[1:]):
+                y = pw(y).mul_(qk)
+            return self.proj_out(y)
         qs = torch.split(self.dwconv(q) * self.scale, self.dims, dim=1)
         y = p * qs[0]
         for pw, qk in zip(self.pws, qs[1:]):

@@ -14,6 +14,7 @@ from metanext_checks import (  # noqa: E402
     check_bad_inputs,
     check_bf16_and_channels_last,
     check_contract,
+    check_fast_inference_matches,
     check_grad_checkpointing,
     check_reported,
     check_state_dict_roundtrip,
@@ -138,6 +139,11 @@ def test_official_converter() -> None:
     assert conv.keys() == sd.keys()
     for k in sd:
         assert torch.equal(conv[k], sd[k]), k
+
+
+def test_fast_inference_path() -> None:
+    torch.manual_seed(0)
+    check_fast_inference_matches(create_model("test_hornet"), torch.randn(2, 3, 64, 64))
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ from metanext_checks import (  # noqa: E402
     check_bad_inputs,
     check_bf16_and_channels_last,
     check_contract,
+    check_fast_inference_matches,
     check_grad_checkpointing,
     check_reported,
     check_state_dict_roundtrip,
@@ -130,6 +131,11 @@ def test_timm_state_dict_layout() -> None:
     for k, shape in expect.items():
         assert tuple(sd[k].shape) == shape, k
     assert "stages.3.blocks.0.mlp.fc1.weight" in sd and sd["stages.3.blocks.0.mlp.fc1.weight"].shape[0] == 3 * 768
+
+
+def test_fast_inference_path() -> None:
+    torch.manual_seed(0)
+    check_fast_inference_matches(create_model("test_inceptionnext"), torch.randn(2, 3, 64, 64))
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ from metanext_checks import (  # noqa: E402
     check_bad_inputs,
     check_bf16_and_channels_last,
     check_contract,
+    check_fast_inference_matches,
     check_grad_checkpointing,
     check_reported,
     check_state_dict_roundtrip,
@@ -190,6 +191,12 @@ def test_timm_parity() -> None:
         with torch.no_grad():
             torch.testing.assert_close(ours(x), ref(x), rtol=1e-5, atol=1e-5)
             torch.testing.assert_close(ours.forward_features(x), ref.forward_features(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_fast_inference_path(name: str) -> None:
+    torch.manual_seed(0)
+    check_fast_inference_matches(create_model(name), torch.randn(2, 3, 64, 64))
 
 
 @pytest.mark.slow

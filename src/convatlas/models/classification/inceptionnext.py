@@ -21,12 +21,14 @@ from functools import partial
 from typing import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from convatlas.layers import ConvMlp, DropPath, LayerNorm, check_input, drop_path_rates
 from convatlas.layers.classifier import global_pool2d, _check_pool
 from convatlas.layers.token_mixers import InceptionDWConv2d
 from convatlas.models.backbone import checkpoint_seq
+from convatlas.ops.residual_mlp import use_fast_inference
 from convatlas.registry import Reported, register_model
 
 __all__ = ["InceptionNeXt", "MetaNeXtBlock", "MetaNeXtStage", "MlpClassifierHead"]
@@ -61,10 +63,37 @@ class MetaNeXtBlock(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
+        if not self.training and use_fast_inference(x) and self._foldable:
+            return self._forward_inference(x)
         y = self.mlp(self.norm(self.token_mixer(x)))
         if self.gamma is not None:
             y = y * self.gamma.view(1, -1, 1, 1)
         return self.drop_path(y) + x
+
+    @property
+    def _foldable(self) -> bool:
+        n = self.norm
+        return isinstance(n, nn.BatchNorm2d) and n.running_mean is not None and isinstance(self.mlp.act, nn.GELU) \
+            and self.mlp.act.approximate == "none" and isinstance(self.mlp.norm, nn.Identity)
+
+    def _forward_inference(self, x: Tensor) -> Tensor:
+        """Eval-mode BN folded into fc1, GELU / layer scale / residual in place: same numbers, fewer passes."""
+        n, fc1, fc2 = self.norm, self.mlp.fc1, self.mlp.fc2
+        s = n.running_var.add(n.eps).rsqrt()
+        shift = -n.running_mean * s
+        if n.weight is not None:
+            s = s * n.weight
+            shift = shift * n.weight + n.bias
+        w1 = fc1.weight * s.view(1, -1, 1, 1)
+        b1 = fc1.weight.flatten(1) @ shift
+        if fc1.bias is not None:
+            b1 = b1 + fc1.bias
+        w2, b2 = fc2.weight, fc2.bias
+        if self.gamma is not None:
+            w2 = w2 * self.gamma.view(-1, 1, 1, 1)
+            b2 = b2 * self.gamma if b2 is not None else None
+        h = torch.ops.aten.gelu_(F.conv2d(self.token_mixer(x), w1, b1))
+        return F.conv2d(h, w2, b2).add_(x)
 
 
 class MetaNeXtStage(nn.Module):

@@ -45,6 +45,7 @@ from convatlas.layers.group_norm import GroupNorm1
 from convatlas.layers.layer_scale import Scale
 from convatlas.layers.token_mixers import Attention, Pooling, RandomMixing, SepConv
 from convatlas.models.backbone import checkpoint_seq
+from convatlas.ops.residual_mlp import residual_norm_mlp, use_fast_inference
 from convatlas.registry import Reported, register_model
 
 __all__ = ["MetaFormer", "MetaFormerBlock", "MetaFormerStage", "MlpHead", "convert_official_metaformer", "MIXERS"]
@@ -116,8 +117,40 @@ class MetaFormerBlock(nn.Module):
         self.res_scale2 = scale(res_scale_init_value) if res_scale_init_value is not None else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
+        if not self.training and use_fast_inference(x):
+            return self._forward_inference(x)
         x = self.res_scale1(x) + self.layer_scale1(self.drop_path1(self.token_mixer(self.norm1(x))))
         return self.res_scale2(x) + self.layer_scale2(self.drop_path2(self.mlp(self.norm2(x))))
+
+    @staticmethod
+    def _residual_(y: Tensor, x: Tensor, layer_scale: nn.Module, res_scale: nn.Module) -> Tensor:
+        """In place on the fresh branch output ``y``: ``y = res_scale(x) + layer_scale(y)``."""
+        if isinstance(layer_scale, Scale):
+            y = layer_scale(y) if layer_scale.channels_first else y.mul_(layer_scale.scale)
+        if isinstance(res_scale, Scale):
+            s = res_scale.scale.view(-1, 1, 1) if res_scale.channels_first else res_scale.scale
+            return y.addcmul_(x, s)
+        return y.add_(x)
+
+    def _forward_inference(self, x: Tensor) -> Tensor:
+        """Same numbers with fewer large allocations: in-place residuals; for LayerNorm blocks the MLP half runs
+        as one cache-blocked channels-last kernel (:func:`convatlas.ops.residual_mlp.residual_norm_mlp`)."""
+        y = self.token_mixer(self.norm1(x))
+        if y is x:  # impossible with the norms used here (they return fresh tensors), but never mutate the input
+            y = y.clone()
+        x = self._residual_(y, x, self.layer_scale1, self.res_scale1)
+        norm, mlp = self.norm2, self.mlp
+        if isinstance(norm, (LayerNorm, LayerNorm2d)) and isinstance(mlp.act, StarReLU):
+            cf = isinstance(norm, LayerNorm2d)
+            xt = x.permute(0, 2, 3, 1).contiguous() if cf else x.contiguous()
+            shortcut = self.res_scale2(xt) if not isinstance(self.res_scale2, Scale) else xt * self.res_scale2.scale
+            gamma = self.layer_scale2.scale if isinstance(self.layer_scale2, Scale) else None
+            out = residual_norm_mlp(xt, shortcut, norm.weight, norm.bias, norm.eps, mlp.fc1.weight, mlp.fc1.bias,
+                                    mlp.fc2.weight, mlp.fc2.bias, gamma, act=mlp.act.inplace_)
+            return out.permute(0, 3, 1, 2) if cf else out
+        h = mlp.fc1(norm(x))
+        h = mlp.act.inplace_(h) if isinstance(mlp.act, StarReLU) else mlp.act(h)
+        return self._residual_(mlp.fc2(h), x, self.layer_scale2, self.res_scale2)
 
 
 class Downsampling(nn.Module):

@@ -97,16 +97,16 @@ def test_contract_and_safety() -> None:
 
 @pytest.mark.slow
 def test_designed_tiny_network_learns_digits() -> None:
-    """Card: a DeepMAD-designed network under ~20 MMACs at 32x32 trains on digits to >= 0.9."""
+    """Card: a DeepMAD-designed network under a tiny budget (3 MMACs, 0.1M params at 32x32) trains on digits to
+    >= 0.9 in 3 epochs (measured 0.972)."""
     pytest.importorskip("scipy", reason="the designer needs scipy (convatlas[science])")
     from convatlas.analysis.deepmad_designer import DesignProblem, design
 
-    prob = DesignProblem(macs_budget=20e6, params_budget=0.5e6, image_size=32, num_classes=10, stem=16,
-                         strides=(1, 2, 2, 1, 2), beta=(1, 1, 1, 8), channels=(16, 256), btn=(8, 64),
-                         depth=(1, 4))
+    prob = DesignProblem(macs_budget=3e6, params_budget=0.1e6, image_size=32, num_classes=10, stem=16,
+                         strides=(1, 2, 2, 1, 2), beta=(1, 1, 1, 8), channels=(16, 128), btn=(8, 32), depth=(1, 3))
     res = design(prob, maxiter=20, popsize=6)
-    assert res.macs <= 20e6 and res.params <= 0.5e6
+    assert res.macs <= 3e6 and res.params <= 0.1e6 and res.rho <= 0.3
     torch.manual_seed(0)
     model = DeepMADNet(res.structure, num_classes=10)
-    acc, _ = train_digits(model, size=32, epochs=6, lr=3e-3)
+    acc, _ = train_digits(model, size=32, epochs=3, lr=3e-3)
     assert acc >= 0.9, (acc, res.structure)

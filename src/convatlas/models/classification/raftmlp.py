@@ -1,0 +1,315 @@
+"""RaftMLP (card: raftmlp, arXiv 2108.04384, official code okojoalg/raft-mlp, Apache-2.0).
+
+An MLP-Mixer variant whose token mixing is split into a vertical MLP (along H) then a horizontal MLP (along W);
+each spatial MLP mixes a "raft" of r channels jointly with the spatial axis (vectors of length r*h or r*w).
+Channels are grouped with stride C/r: raft member i of group o is channel ``i * C/r + o``. Hierarchical
+RaftMLP-S/M/L have four levels, each opened by a cross-scale MLP patch embedding (overlapping unfolds with
+several kernel sizes, concatenated, one Linear). Token MLPs are tied to the construction resolution; other
+input sizes are bicubic-interpolated to it inside each token block and back (and images whose size is not a
+multiple of the total patch size are bicubic-resized up).
+
+Card facts: params/GMACs exactly as the official class with the ImageNet YAMLs (S 9,868,768 / 2.087,
+M 21,413,632 / 4.267, L 36,184,672 / 6.544 at 224; MACs count the Linear layers, not unfold/interpolation) and
+the single-level ablations (12 x 768, patch 16: r=1/2/4 and the MLP-Mixer "org-mixer"). The LayerNorm inside a
+raft block normalises channels arranged as (o, i) (weight index o*r + i), as the official code does, so its
+weights load without permutation. Top-1 (76.1 / 78.8 / 79.4) is as recalled on the card (unconfirmed).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from convatlas.layers import DropPath, check_input
+from convatlas.registry import Reported, register_model
+
+__all__ = ["RaftMLP", "RaftTokenMixing", "CrossScaleEmbedding", "ChannelBlock", "OriginalTokenMixing"]
+
+
+class CrossScaleEmbedding(nn.Module):
+    """Cross-scale MLP patch embedding: (B, C_in, H, W) -> (B, H/s, W/s, C_out), s = min(kernels).
+
+    For each kernel k: unfold(k, stride s, padding (k - s)/2) -> (B, C_in*k*k, L); concatenated over kernels
+    along features -> Linear(C_in * sum k^2 -> C_out).
+    """
+
+    def __init__(self, cin: int, cout: int, kernels: Sequence[int]) -> None:
+        super().__init__()
+        self.kernels = tuple(sorted(kernels))
+        self.stride = min(self.kernels)
+        self.fc = nn.Linear(cin * sum(k * k for k in self.kernels), cout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, _, h, w = x.shape
+        s = self.stride
+        cols = [F.unfold(x, k, padding=(k - s) // 2, stride=s) for k in self.kernels]
+        tokens = torch.cat(cols, dim=1).transpose(1, 2)  # (B, L, F)
+        return self.fc(tokens).view(b, h // s, w // s, -1)
+
+
+class _TokenMlp(nn.Sequential):
+    # Official indices: fn.0 Linear, fn.1 GELU, fn.2 Dropout, fn.3 Linear.
+    def __init__(self, n: int, e: int, drop: float) -> None:
+        super().__init__(nn.Linear(n, n * e), nn.GELU(), nn.Dropout(drop), nn.Linear(n * e, n))
+
+
+def _resize_tokens(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bicubic resize of a (B, h, w, C) token grid."""
+    if tuple(x.shape[1:3]) == size:
+        return x
+    return F.interpolate(x.permute(0, 3, 1, 2), size=size, mode="bicubic", align_corners=False).permute(0, 2, 3, 1)
+
+
+class RaftTokenMixing(nn.Module):
+    """Vertical (``axis="h"``) or horizontal (``axis="w"``) raft token-mixing block with pre-LN and residual.
+
+    (B, h, w, C) -> (B, h, w, C). Vectors of length r*n (n = grid size along the axis, index ``i * n + y``) go
+    through Linear(r*n -> e*r*n) -> GELU -> Linear(e*r*n -> r*n); weights are shared over the other axis and the
+    C/r channel groups.
+    """
+
+    def __init__(self, dim: int, raft: int, grid: tuple[int, int], axis: str, expansion: int = 2,
+                 drop: float = 0.0, drop_path: float = 0.0) -> None:
+        super().__init__()
+        if dim % raft:
+            raise ValueError(f"RaftTokenMixing: dim ({dim}) must be divisible by the raft size ({raft})")
+        if axis not in ("h", "w"):
+            raise ValueError(f"axis must be 'h' or 'w', got {axis!r}")
+        self.dim, self.raft, self.grid, self.axis = dim, raft, tuple(grid), axis
+        n = grid[0] if axis == "h" else grid[1]
+        self.norm = nn.LayerNorm(dim)
+        self.fn = _TokenMlp(raft * n, expansion, drop)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def mix(self, x: Tensor) -> Tensor:
+        """The un-normalised mixing on a (B, h, w, C) grid of the construction size."""
+        b, h, w, c = x.shape
+        r, o = self.raft, c // self.raft
+        y = x.view(b, h, w, r, o)
+        if self.axis == "h":
+            y = y.permute(0, 4, 2, 3, 1).reshape(b, o * w, r * h)  # (B, o*w, r*h), index i*h + y
+            y = self.fn(y).view(b, o, w, r, h).permute(0, 4, 2, 3, 1)
+        else:
+            y = y.permute(0, 4, 1, 3, 2).reshape(b, o * h, r * w)
+            y = self.fn(y).view(b, o, h, r, w).permute(0, 2, 4, 3, 1)
+        return y.reshape(b, h, w, c)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, h, w, c = x.shape
+        r, o = self.raft, c // self.raft
+        # LayerNorm over channels arranged (o, i) like the official code (affine index o*r + i).
+        y = x.view(b, h, w, r, o).transpose(-1, -2).reshape(b, h, w, c)
+        y = self.norm(y).view(b, h, w, o, r).transpose(-1, -2).reshape(b, h, w, c)
+        y = _resize_tokens(y, self.grid)
+        y = _resize_tokens(self.mix(y), (h, w))
+        return x + self.drop_path(y)
+
+
+class OriginalTokenMixing(nn.Module):
+    """MLP-Mixer token mixing over all h*w tokens (the ``org_mixer`` ablation): (B, h, w, C) -> (B, h, w, C)."""
+
+    def __init__(self, dim: int, grid: tuple[int, int], expansion: int = 2, drop: float = 0.0,
+                 drop_path: float = 0.0) -> None:
+        super().__init__()
+        self.grid = tuple(grid)
+        self.norm = nn.LayerNorm(dim)
+        self.fn = _TokenMlp(grid[0] * grid[1], expansion, drop)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, h, w, c = x.shape
+        y = _resize_tokens(self.norm(x), self.grid)
+        gh, gw = self.grid
+        y = self.fn(y.reshape(b, gh * gw, c).transpose(1, 2)).transpose(1, 2).reshape(b, gh, gw, c)
+        return x + self.drop_path(_resize_tokens(y, (h, w)))
+
+
+class ChannelBlock(nn.Module):
+    """Pre-LN channel MLP with residual: (..., C) -> (..., C), hidden C * expansion."""
+
+    def __init__(self, dim: int, expansion: int = 4, drop: float = 0.0, drop_path: float = 0.0) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.fn = _TokenMlp(dim, expansion, drop)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.drop_path(self.fn(self.norm(x)))
+
+
+class RaftLayer(nn.Sequential):
+    """Vertical raft block -> horizontal raft block -> channel block (``ser_pm``); or org-mixer -> channel."""
+
+    def __init__(self, dim: int, raft: int | None, grid: tuple[int, int], token_exp: int, channel_exp: int,
+                 drop: float, drop_path: float) -> None:
+        if raft is None:
+            mods = [OriginalTokenMixing(dim, grid, token_exp, drop, drop_path)]
+        else:
+            mods = [RaftTokenMixing(dim, raft, grid, "h", token_exp, drop, drop_path),
+                    RaftTokenMixing(dim, raft, grid, "w", token_exp, drop, drop_path)]
+        super().__init__(*mods, ChannelBlock(dim, channel_exp, drop, drop_path))
+
+
+class RaftMLP(nn.Module):
+    """Hierarchical RaftMLP: (B, 3, H, W) -> (B, num_classes).
+
+    Args:
+        levels: rows (depth, dim, patch, raft, kernels); ``raft=None`` uses MLP-Mixer token mixing.
+        img_size: construction resolution (token MLP sizes follow it; other sizes are interpolated).
+        token_expansion / channel_expansion: MLP ratios (2 / 4).
+        drop_rate: dropout inside MLPs; drop_path_rate: the same stochastic-depth rate on every residual branch.
+        in_chans / num_classes: input channels / classes.
+    """
+
+    def __init__(
+        self,
+        levels: Sequence[tuple[int, int, int, int | None, Sequence[int]]],
+        img_size: int = 224,
+        token_expansion: int = 2,
+        channel_expansion: int = 4,
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+    ) -> None:
+        super().__init__()
+        self.in_chans, self.num_classes, self.img_size = in_chans, num_classes, img_size
+        self.grad_checkpointing = False
+        cin, grid, red = in_chans, img_size, 1
+        self.levels = nn.ModuleList()
+        self.feature_info = []
+        for i, (depth, dim, patch, raft, kernels) in enumerate(levels):
+            if min(kernels) != patch:
+                raise ValueError(f"RaftMLP level {i}: the smallest kernel must equal the patch size {patch}")
+            grid, red = grid // patch, red * patch
+            emb = CrossScaleEmbedding(cin, dim, kernels)
+            layers = [RaftLayer(dim, raft, (grid, grid), token_expansion, channel_expansion, drop_rate,
+                                drop_path_rate) for _ in range(depth)]
+            self.levels.append(nn.Sequential(emb, *layers))
+            self.feature_info.append({"num_chs": dim, "reduction": red, "module": f"levels.{i}"})
+            cin = dim
+        self.total_stride = red
+        self.num_features = cin
+        self.norm = nn.LayerNorm(cin)
+        self.head = nn.Linear(cin, num_classes) if num_classes > 0 else nn.Identity()
+
+    def _prepare(self, x: Tensor) -> Tensor:
+        check_input(type(self).__name__, x, ndim=4, channels=self.in_chans, min_size=1)
+        h, w = x.shape[-2:]
+        s = self.total_stride
+        th, tw = math.ceil(h / s) * s, math.ceil(w / s) * s
+        if (th, tw) != (h, w):
+            x = F.interpolate(x, size=(th, tw), mode="bicubic", align_corners=False)
+        return x
+
+    def forward_stages(self, x: Tensor, max_index: int | None = None) -> list[Tensor]:
+        """[(B, C_i, H/r_i, W/r_i)] channels-first maps after each level."""
+        x = self._prepare(x)
+        out = []
+        last = len(self.levels) - 1 if max_index is None else max_index
+        for i, level in enumerate(self.levels):
+            if self.grad_checkpointing and self.training:
+                from torch.utils.checkpoint import checkpoint
+
+                tokens = checkpoint(level, x, use_reentrant=False)
+            else:
+                tokens = level(x)
+            x = tokens.permute(0, 3, 1, 2)
+            out.append(x)
+            if i >= last:
+                break
+        return out
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """(B, 3, H, W) -> (B, C, H/32, W/32) (channels-first view of the last token grid)."""
+        return self.forward_stages(x)[-1]
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        x = self.norm(x.permute(0, 2, 3, 1)).mean((1, 2))
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def remove_head(self) -> None:
+        self.norm = nn.Identity()
+        self.head = nn.Identity()
+        self.num_classes = 0
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+
+_SRC = "card raftmlp: official RaftMLP class with the ImageNet YAML settings (FlopCounterMode, Linear layers)"
+_ENTRY = dict(paper="raftmlp", input_size=(3, 224, 224), test_input_size=(3, 64, 64))
+
+
+def _rep(params: int, gmacs: float, top1: float | None = None) -> Reported:
+    return Reported(params=params, gmacs=gmacs, resolution=224, params_exact=True, source=_SRC,
+                    metrics={} if top1 is None else {"imagenet_top1_recalled": top1})
+
+
+def _hier(d: Sequence[int]) -> list:
+    return [(2, d[0], 4, 2, (4, 8)), (2, d[1], 2, 2, (2, 4)), (6, d[2], 2, 2, (2, 4)), (2, d[3], 2, 2, (2,))]
+
+
+@register_model(reported=_rep(9_868_768, 2.087, 76.1), **_ENTRY)
+def raftmlp_s(**kw: Any) -> RaftMLP:
+    """RaftMLP-S (card: raftmlp)."""
+    return RaftMLP(**{"levels": _hier((64, 128, 256, 512)), **kw})
+
+
+@register_model(reported=_rep(21_413_632, 4.267, 78.8), **_ENTRY)
+def raftmlp_m(**kw: Any) -> RaftMLP:
+    """RaftMLP-M (card: raftmlp)."""
+    return RaftMLP(**{"levels": _hier((96, 192, 384, 768)), **kw})
+
+
+@register_model(reported=_rep(36_184_672, 6.544, 79.4), **_ENTRY)
+def raftmlp_l(**kw: Any) -> RaftMLP:
+    """RaftMLP-L (card: raftmlp)."""
+    return RaftMLP(**{"levels": _hier((128, 192, 512, 1024)), **kw})
+
+
+def _ablation(raft: int | None) -> list:
+    return [(12, 768, 16, raft, (16,))]
+
+
+@register_model(reported=_rep(58_105_432, 11.417), tags=("ablation",), **_ENTRY)
+def raftmlp_12_r1(**kw: Any) -> RaftMLP:
+    """Ablation: one level, 12 x 768, patch 16, raft r = 1 (card: raftmlp)."""
+    return RaftMLP(**{"levels": _ablation(1), **kw})
+
+
+@register_model(reported=_rep(58_162_888, 11.619), tags=("ablation",), **_ENTRY)
+def raftmlp_12_r2(**kw: Any) -> RaftMLP:
+    """Ablation: one level, 12 x 768, patch 16, raft r = 2."""
+    return RaftMLP(**{"levels": _ablation(2), **kw})
+
+
+@register_model(reported=_rep(58_390_696, 12.024), tags=("ablation",), **_ENTRY)
+def raftmlp_12_r4(**kw: Any) -> RaftMLP:
+    """Ablation: one level, 12 x 768, patch 16, raft r = 4 (the paper's 'raft-mlp')."""
+    return RaftMLP(**{"levels": _ablation(4), **kw})
+
+
+@register_model(reported=_rep(59_918_200, 12.631), tags=("ablation",), **_ENTRY)
+def raftmlp_12_org_mixer(**kw: Any) -> RaftMLP:
+    """Ablation baseline: MLP-Mixer token mixing (Mixer-B/16-like) in the same single-level frame."""
+    return RaftMLP(**{"levels": _ablation(None), **kw})
+
+
+@register_model(paper="raftmlp", test_only=True, input_size=(3, 32, 32), test_input_size=(3, 32, 32), num_classes=10)
+def test_raftmlp(**kw: Any) -> RaftMLP:
+    """Tiny two-level RaftMLP (dims 16/32) for the generic tests."""
+    args = dict(levels=[(1, 16, 4, 2, (4, 8)), (1, 32, 2, 2, (2, 4))], img_size=32, num_classes=10)
+    args.update(kw)
+    return RaftMLP(**args)

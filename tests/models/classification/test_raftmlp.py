@@ -1,0 +1,84 @@
+"""RaftMLP (card: raftmlp)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from freqfam_checks import (  # noqa: E402
+    check_bad_inputs,
+    check_bf16_and_channels_last,
+    check_contract,
+    check_reported,
+    check_state_dict_roundtrip,
+    train_digits,
+)
+
+from convatlas import create_model, list_models  # noqa: E402
+from convatlas.models.classification.raftmlp import RaftMLP, RaftTokenMixing  # noqa: E402
+
+
+@pytest.mark.parametrize("name", list_models(paper="raftmlp"))
+def test_reported(name: str) -> None:
+    check_reported(name)
+
+
+def test_vertical_block_param_formula() -> None:
+    blk = RaftTokenMixing(64, 2, (56, 56), "h")
+    assert sum(p.numel() for p in blk.parameters()) == 50_640
+
+
+def test_r1_is_mlp_along_h_and_rC_is_dense_per_column() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(1, 4, 4, 3, dtype=torch.float64)  # (B, h, w, C)
+    blk = RaftTokenMixing(3, 1, (4, 4), "h").double()
+    out = blk.mix(x)
+    for c in range(3):
+        for col in range(4):
+            assert torch.allclose(out[0, :, col, c], blk.fn(x[0, :, col, c]), atol=1e-12)
+    dense = RaftTokenMixing(3, 3, (4, 4), "h").double()
+    out = dense.mix(x)
+    for col in range(4):
+        vec = x[0, :, col, :].T.reshape(-1)  # index i*h + y with raft member i = channel i
+        assert torch.allclose(out[0, :, col, :].T.reshape(-1), dense.fn(vec), atol=1e-12)
+
+
+def test_raft_grouping_is_strided() -> None:
+    torch.manual_seed(0)
+    blk = RaftTokenMixing(8, 2, (4, 4), "w")  # C/r = 4: channels o and o + 4 share a raft
+    x = torch.randn(1, 4, 4, 8)
+    x2 = x.clone()
+    x2[..., 1] += 1.0
+    diff = (blk.mix(x2) - blk.mix(x)).abs().amax((0, 1, 2))
+    assert diff[1] > 0 and diff[5] > 0
+    assert torch.all(diff[[0, 2, 3, 4, 6, 7]] == 0)
+
+
+def test_resolution_change_is_interpolated() -> None:
+    m = create_model("test_raftmlp").eval()
+    with torch.no_grad():
+        assert m(torch.randn(1, 3, 48, 48)).shape == (1, 10)
+        assert m(torch.randn(1, 3, 30, 30)).shape == (1, 10)  # resized up to a multiple of 8
+
+
+def test_tiny_contract_and_safety() -> None:
+    torch.manual_seed(0)
+    model = create_model("test_raftmlp")
+    x = torch.randn(2, 3, 32, 32)
+    check_contract(model, x, 10)
+    check_bad_inputs(model, x)
+    check_state_dict_roundtrip(model, lambda: create_model("test_raftmlp"), x)
+    check_bf16_and_channels_last(model, x)
+
+
+@pytest.mark.slow
+def test_learns_digits() -> None:
+    """Two-level RaftMLP (dims 32/64, patch 4/2, r 2, depth 1/1) on 32x32 digits: val acc >= 0.9."""
+    torch.manual_seed(0)
+    model = RaftMLP(levels=[(1, 32, 4, 2, (4, 8)), (1, 64, 2, 2, (2, 4))], img_size=32, num_classes=10)
+    acc = train_digits(model, size=32, epochs=8, lr=3e-3)
+    assert acc >= 0.9, acc

@@ -298,7 +298,9 @@ for _name, _v in _VARIANTS.items():
     _register(_name, *_v)
 
 
-@register_model(paper="hornet", test_only=True, input_size=(3, 64, 64), test_input_size=(3, 64, 64))
+@register_model(
+    paper="hornet", test_only=True, input_size=(3, 64, 64), test_input_size=(3, 64, 64), num_classes=10
+)
 def test_hornet(**kw) -> HorNet:
     """Tiny HorNet (dims 16..128, depths 1,1,1,1, orders 2-5, GF in stages 3-4 at 64x64) for the generic tests."""
     return HorNet(**{"depths": (1, 1, 1, 1), "base_dim": 16, "gf_sizes": (None, None, (4, 3), (2, 2)),

@@ -325,7 +325,9 @@ _register("inception_next_base", _VARIANTS["inception_next_base"][0], 86_672_136
           reg_name="inception_next_base_384")
 
 
-@register_model(paper="inceptionnext", test_only=True, input_size=(3, 64, 64), test_input_size=(3, 64, 64))
+@register_model(
+    paper="inceptionnext", test_only=True, input_size=(3, 64, 64), test_input_size=(3, 64, 64), num_classes=10
+)
 def test_inceptionnext(**kw) -> InceptionNeXt:
     """Tiny InceptionNeXt (depths 1,1,1,1, dims 16..128) for the generic tests."""
     return InceptionNeXt(**{"depths": (1, 1, 1, 1), "dims": (16, 32, 64, 128), "num_classes": 10, **kw})

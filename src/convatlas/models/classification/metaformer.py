@@ -513,19 +513,25 @@ for _fam, _fargs in _FAMILIES.items():
 _TINY = dict(depths=(1, 1, 1, 1), dims=(16, 32, 64, 64), num_classes=10)
 
 
-@register_model(paper="metaformer", test_only=True, input_size=(3, 64, 64), test_input_size=(3, 64, 64))
+@register_model(
+    paper="metaformer", test_only=True, input_size=(3, 64, 64), test_input_size=(3, 64, 64), num_classes=10
+)
 def test_metaformer(**kw) -> MetaFormer:
     """Tiny CAFormer (SepConv, SepConv, Attention, Attention; MLP head) for the generic tests."""
     return MetaFormer(**{**_TINY, **_FAMILIES["caformer"], **kw})
 
 
-@register_model(paper="metaformer", test_only=True, input_size=(3, 64, 64), test_input_size=(3, 64, 64))
+@register_model(
+    paper="metaformer", test_only=True, input_size=(3, 64, 64), test_input_size=(3, 64, 64), num_classes=10
+)
 def test_metaformer_pool(**kw) -> MetaFormer:
     """Tiny PoolFormerV2 (GroupNorm1 blocks, Linear head) for the generic tests."""
     return MetaFormer(**{**_TINY, **_FAMILIES["poolformerv2"], **kw})
 
 
-@register_model(paper="metaformer", test_only=True, input_size=(3, 64, 64), test_input_size=(3, 64, 64))
+@register_model(
+    paper="metaformer", test_only=True, input_size=(3, 64, 64), test_input_size=(3, 64, 64), num_classes=10
+)
 def test_metaformer_rand(**kw) -> MetaFormer:
     """Tiny RandFormer at 64x64 (frozen 4x4 / 2x2-token mixing matrices) for the generic tests."""
     return MetaFormer(**{**_TINY, **_FAMILIES["randformer"], "img_size": 64, **kw})

@@ -70,16 +70,19 @@ __all__ = [
 Backend = Literal["auto", "torch", "monarch", "direct", "blocked"]
 _BACKENDS = ("auto", "torch", "monarch", "direct", "blocked")
 
-# Dispatch table. Measured on the development CPU (2 cores, AVX-512, MKL FFT) with benchmarks/long_conv.py;
-# re-measure with measure_dispatch(). Keys:
-#   monarch_sizes: FFT sizes where the Monarch matmul FFT beat torch.fft (empty: torch.fft won everywhere).
-#   direct_max_taps: use conv1d when Lk <= this (and L * Lk <= direct_max_work).
-#   blocked_ratio: use overlap-save when L >= blocked_ratio * Lk (partial convolutions).
+# Dispatch table. Measured on the development CPU (AMD EPYC, 2 cores, AVX-512, MKL FFT, torch 2.13) with
+# benchmarks/long_conv.py (results/long_conv.md, sections "dispatch" and "crossover"); re-measure the FFT part
+# on another machine with measure_dispatch(). Keys:
+#   monarch_sizes: FFT sizes where the Monarch matmul FFT beat torch.fft. Measured: none (Monarch 1.9-13x slower
+#       for n = 256 ... 65536 on this CPU: MKL's FFT is fast and dense DFT stages cost n*sum(factors) MACs).
+#   direct_max_taps: use conv1d when Lk <= this (direct fastest up to 64 taps at L = 4096, FFT from ~128).
+#   direct_max_work: and L * Lk <= this.
+#   blocked_ratio: use overlap-save when L >= blocked_ratio * Lk (won at L/Lk = 32, lost at L/Lk = 8).
 DISPATCH: dict[str, object] = {
     "monarch_sizes": frozenset(),
-    "direct_max_taps": 16,
+    "direct_max_taps": 64,
     "direct_max_work": 1 << 40,
-    "blocked_ratio": 8,
+    "blocked_ratio": 16,
 }
 
 

@@ -44,3 +44,14 @@ def test_identities() -> None:
     assert len(checks) >= 2
     for c in checks:
         c.fn()
+
+
+def test_batched_mask_matches_official_einsums() -> None:
+    from convatlas.layers.aff_filter import aff_mask, aff_mask_reference
+
+    torch.manual_seed(0)
+    f = AFFilter(32, hidden_factor=2).double()
+    spec = torch.fft.rfft2(torch.randn(2, 32, 6, 7, dtype=torch.float64), norm="ortho")
+    ref = aff_mask_reference(spec, f.w1, f.b1, f.w2, f.b2, f.act)
+    out = aff_mask(spec, f.w1, f.b1, f.w2, f.b2, f.act)
+    assert torch.allclose(out, ref, atol=1e-12)

@@ -51,9 +51,9 @@ def test_tiny_contract_and_safety() -> None:
 
 @pytest.mark.slow
 def test_learns_digits() -> None:
-    """AFFNet-ET-like tiny model (widths 16..48) on 32x32 digits: val acc >= 0.9."""
+    """AFFNet-ET-like tiny model (widths 16..48) on 32x32 digits: val acc >= 0.95 (measured 0.985)."""
     torch.manual_seed(0)
     model = AFFNet(layer1=(16, 1), layer2=(24, 1), mv2_exp=2, stem=16, num_classes=10, drop_rate=0.0,
                    layers=((32, 64, 1, False), (40, 80, 1, False), (48, 96, 1, False)))
     acc = train_digits(model, size=32, epochs=8, lr=4e-3)
-    assert acc >= 0.9, acc
+    assert acc >= 0.95, acc

@@ -77,8 +77,8 @@ def test_tiny_contract_and_safety() -> None:
 
 @pytest.mark.slow
 def test_learns_digits() -> None:
-    """Two-level RaftMLP (dims 32/64, patch 4/2, r 2, depth 1/1) on 32x32 digits: val acc >= 0.9."""
+    """Two-level RaftMLP (dims 32/64, patch 4/2, r 2, depth 1/1) on 32x32 digits: val acc >= 0.95 (measured 0.997)."""
     torch.manual_seed(0)
     model = RaftMLP(levels=[(1, 32, 4, 2, (4, 8)), (1, 64, 2, 2, (2, 4))], img_size=32, num_classes=10)
     acc = train_digits(model, size=32, epochs=8, lr=3e-3)
-    assert acc >= 0.9, acc
+    assert acc >= 0.95, acc

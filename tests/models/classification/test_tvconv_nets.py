@@ -63,9 +63,9 @@ def test_tiny_contract_reparam_and_safety() -> None:
 
 @pytest.mark.slow
 def test_learns_digits() -> None:
-    """Reduced TVConv MobileNetV2 (x0.5, 32x32 input, 4 stages) on digits: val acc >= 0.9."""
+    """Reduced TVConv MobileNetV2 (x0.5, 32x32 input, 4 stages) on digits: val acc >= 0.95 (measured 0.997)."""
     torch.manual_seed(0)
     model = FaceMobileNetV2(width_mult=0.5, input_size=32, settings=((1, 16, 1, 1), (4, 24, 1, 2), (4, 32, 1, 2),
                             (4, 64, 1, 2)), last_channel=128, embedding_size=64, num_classes=10, inter_chans=8)
     acc = train_digits(model, size=32, epochs=6, lr=3e-3)
-    assert acc >= 0.9, acc
+    assert acc >= 0.95, acc

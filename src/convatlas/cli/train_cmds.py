@@ -90,7 +90,8 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "predict", help="predict images with a checkpoint",
         description="Print one JSON line per IMAGE (the task adapter's prediction record + the path). Images "
-        "get the training transform: resized to the recorded size, scaled to [-1, 1] (needs Pillow).")
+        "get the training transform: resized to the recorded size, scaled to [-1, 1] (needs Pillow). Models trained "
+        "on --data digits expect light digits on a dark background (ink = 255), like the embedded data.")
     p.add_argument("checkpoint")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--device", default="auto")

@@ -14,6 +14,7 @@ from convatlas.ops.fft_conv import (
     fft_conv,
     frequency_sparse_fft_conv,
     kernel_spectrum,
+    monarch_fft_conv,
     naive_fft_conv,
     partial_fft_conv,
 )
@@ -80,6 +81,7 @@ def test_explicit_n_is_circular_like_flashfftconv() -> None:
     ref = torch.fft.irfft(torch.fft.rfft(u, n) * torch.fft.rfft(k, n), n)
     for b in ("torch", "monarch"):
         assert (fft_conv(u, k, n=n, backend=b) - ref).abs().max() < 1e-10
+    assert (monarch_fft_conv(u, k, n) - ref).abs().max() < 1e-10
     # kernel longer than L with n = 2L (SGConv bidirectional form)
     k2 = torch.randn(3, 128, dtype=torch.float64)
     ref2 = torch.fft.irfft(torch.fft.rfft(u, 128) * torch.fft.rfft(k2, 128), 128)[..., :64]

@@ -61,6 +61,7 @@ __all__ = [
     "KernelSpectrum",
     "partial_fft_conv",
     "frequency_sparse_fft_conv",
+    "monarch_fft_conv",
     "choose_backend",
     "fast_fft_size",
     "DISPATCH",
@@ -452,6 +453,12 @@ def _monarch_conv(v: Tensor, s: KernelSpectrum) -> Tensor:
     return torch.cat([yz.real, yz.imag], 0)[:bsz]
 
 
+def monarch_fft_conv(u: Tensor, k: Tensor, fft_size: int, **kwargs) -> Tensor:
+    """The card's ``monarch_fft_conv(u, k, fft_size)``: FFT conv of size ``fft_size`` on the Monarch backend
+    (matmul FFT, kernel spectrum pre-permuted into digit-transposed order, no data permutation)."""
+    return fft_conv(u, k, n=fft_size, backend="monarch", **kwargs)
+
+
 def direct_conv(u: Tensor, k: Tensor, D: Tensor | None = None) -> Tensor:
     """Reference causal linear convolution by ``conv1d`` with the flipped kernel: ``(B, H, L)`` in and out."""
     _check_kernel("direct_conv", k, u.shape[1])
@@ -526,6 +533,7 @@ def measure_dispatch(sizes: tuple[int, ...] = (256, 1024, 4096, 16384, 65536), b
 
 register_component("flashfftconv", fft_conv, name="fft_conv")
 register_component("flashfftconv", partial_fft_conv, name="partial_fft_conv")
+register_component("flashfftconv", monarch_fft_conv, name="monarch_fft_conv")
 register_component("flashfftconv", frequency_sparse_fft_conv, name="frequency_sparse_fft_conv")
 
 

@@ -425,7 +425,7 @@ register_component("deepmad", design)
 def _identity_designer() -> str:
     prob = DesignProblem(macs_budget=0.2e9, params_budget=2e6, image_size=224, channels=(16, 512), btn=(8, 128),
                          depth=(1, 8))
-    res = design(prob, maxiter=40, popsize=8)
+    res = design(prob, maxiter=15, popsize=6)
     base = prob.evaluate(baseline_structure(prob))
     assert res.macs <= prob.macs_budget and res.params <= prob.params_budget and res.rho <= prob.rho_max
     assert res.score > base["score"], f"designed {res.score:.1f} <= baseline {base['score']:.1f}"

@@ -189,3 +189,9 @@ def resnet_kwargs(depth: int) -> dict:
 def fdconv_resnet50_host(**kw) -> ResNet:
     """Plain ResNet-50 (torchvision layout) that FDConv is swapped into (card: fdconv)."""
     return ResNet(**{**resnet_kwargs(50), **kw})
+
+
+@register_model(paper="fdconv", test_only=True, input_size=(3, 64, 64), test_input_size=(3, 64, 64), num_classes=10)
+def test_resnet(**kw) -> ResNet:
+    """Tiny ResNet (basic blocks, widths 8..32) for the generic tests."""
+    return ResNet(**{"block": "basic", "layers": (1, 1, 1, 1), "widths": (8, 16, 24, 32), "num_classes": 10, **kw})

@@ -74,6 +74,17 @@ def test_colontcn_state_dict_round_trip_and_official_keys():
     torch.testing.assert_close(c(x), a(x))
 
 
+def test_colontcn_reparameterize_keeps_outputs():
+    torch.manual_seed(0)
+    m = create_model("test_colontcn").eval()
+    x = torch.randn(1, 16, 30)
+    y = m(x)
+    n = sum(p.numel() for p in m.parameters())
+    m.reparameterize()
+    torch.testing.assert_close(m(x), y)
+    assert sum(p.numel() for p in m.parameters()) == n - 3 * 2 * 8  # the g vectors are folded away
+
+
 def test_colontcn_bf16_autocast():
     m = create_model("test_colontcn").eval()
     with torch.autocast("cpu", dtype=torch.bfloat16):

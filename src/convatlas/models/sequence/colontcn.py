@@ -63,6 +63,14 @@ class ColonTCN(nn.Module):
         )
         self.receptive_field = tcn_receptive_field(kernel_size, num_blocks, num_of_convs)
 
+    def reparameterize(self) -> None:
+        """Fold weight normalisation into plain conv weights (inference form; same outputs, no g/v recompute)."""
+        from torch.nn.utils import parametrize
+
+        for m in self.modules():
+            if isinstance(m, nn.Conv1d) and parametrize.is_parametrized(m, "weight"):
+                parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
+
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         check_input(type(self).__name__, x, ndim=3, channels=self.input_size, layout="(B, C, T) frame features")
         if mask is not None and (mask.shape != (x.shape[0], x.shape[2])):

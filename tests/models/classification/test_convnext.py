@@ -137,6 +137,17 @@ def test_init_and_head_init_scale():
     assert torch.allclose(b.head.fc.weight, a.head.fc.weight * 0.001)
 
 
+def test_imagenet_recipe_config():
+    from convatlas.models.classification.convnext import IMAGENET1K_RECIPE, imagenet_train_config
+
+    cfg = imagenet_train_config("convnext_tiny", total_batch=1024)
+    assert cfg.lr == pytest.approx(1e-3) and cfg.epochs == 300 and cfg.warmup_epochs == 20
+    assert cfg.weight_decay == 0.05 and cfg.label_smoothing == 0.1 and cfg.ema and cfg.ema_decay == 0.9999
+    assert IMAGENET1K_RECIPE["drop_path_rate"]["convnext_small"] == 0.4
+    with pytest.raises(ValueError, match="no official"):
+        imagenet_train_config("convnext_atto")
+
+
 # ---- checkpoints ----------------------------------------------------------------------------------------------
 def _to_fb_layout(sd: dict) -> dict:
     """Inverse of the card's mapping (what an official facebookresearch/ConvNeXt checkpoint looks like)."""

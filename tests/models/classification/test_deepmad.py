@@ -110,3 +110,14 @@ def test_designed_tiny_network_learns_digits() -> None:
     model = DeepMADNet(res.structure, num_classes=10)
     acc, _ = train_digits(model, size=32, epochs=3, lr=3e-3)
     assert acc >= 0.9, (acc, res.structure)
+
+
+def test_torch_export_of_deploy_form() -> None:
+    """The inference form exports with torch.export and computes the same outputs."""
+    model = create_model("test_deepmad").eval()
+    if hasattr(model, "reparameterize"):
+        model.reparameterize()
+    x = torch.randn(2, 3, 32, 32)
+    ep = torch.export.export(model, (x,))
+    with torch.no_grad():
+        torch.testing.assert_close(ep.module()(x), model(x))

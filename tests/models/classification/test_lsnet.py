@@ -119,3 +119,14 @@ def test_learns_digits() -> None:
     with torch.no_grad():
         fused = model(xva)
     assert (fused.argmax(1) == logits.argmax(1)).float().mean() > 0.99
+
+
+def test_torch_export_of_deploy_form() -> None:
+    """The inference form exports with torch.export and computes the same outputs."""
+    model = create_model("test_lsnet").eval()
+    if hasattr(model, "reparameterize"):
+        model.reparameterize()
+    x = torch.randn(2, 3, 64, 64)
+    ep = torch.export.export(model, (x,))
+    with torch.no_grad():
+        torch.testing.assert_close(ep.module()(x), model(x))

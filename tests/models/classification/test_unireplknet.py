@@ -210,3 +210,14 @@ def test_learns_digits_and_reparam_keeps_predictions() -> None:
         fused = torch.cat([model(xva[i : i + 200]) for i in range(0, len(xva), 200)])
     assert (fused.argmax(1) == logits.argmax(1)).all()
     torch.testing.assert_close(fused, logits, rtol=1e-3, atol=1e-3)
+
+
+def test_torch_export_of_deploy_form() -> None:
+    """The inference form exports with torch.export and computes the same outputs."""
+    model = create_model("test_unireplknet").eval()
+    if hasattr(model, "reparameterize"):
+        model.reparameterize()
+    x = torch.randn(2, 3, 64, 64)
+    ep = torch.export.export(model, (x,))
+    with torch.no_grad():
+        torch.testing.assert_close(ep.module()(x), model(x))

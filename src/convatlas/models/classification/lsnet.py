@@ -18,7 +18,8 @@ Card facts (official ``THU-MIG/lsnet/model/lsnet.py``, read with the search tool
   matmul; SKA's 9 MACs per output element and softmax not counted): T 0.315 / S 0.537 / B 1.241 G
   (README 0.3 / 0.5 / 1.3 G, rounded). ``Reported.gmacs`` holds the measured counts, the README values are in source.
 - ``reparameterize()``: every ConvBN -> biased conv, RepVGGDW (3x3+1x1+identity) -> one DW 3x3 conv, BN1d+Linear
-  heads -> Linear (the distillation and main heads are averaged into one Linear at inference).
+  heads -> Linear (the distillation and main heads are averaged into one Linear at inference). The BN after SKA
+  stays (its per-channel scale cannot move into SKA's per-pixel kernels, which are shared by C/8-apart channels).
 """
 
 from __future__ import annotations

@@ -11,13 +11,17 @@ Sections (one run, all ratios measured in the same run with interleaved timing):
 2. ``train``: forward+backward, ours (fused cache-blocked rfft conv with blocked backward) vs naive autograd.
 3. ``crossover``: direct conv1d vs FFT over kernel lengths at fixed L: the taps where FFT starts to win.
 4. ``dispatch``: torch.fft vs Monarch per FFT size (the data behind ``fft_conv.DISPATCH``).
-5. ``sparse``: partial (kernel of N_partial taps, overlap-save) and frequency-sparse convolutions vs the full one:
+5. ``memory``: peak extra resident memory of one gated convolution (pregate/postgate, the card's benchmark op),
+   ours vs naive, each in a fresh subprocess (``ru_maxrss`` after minus before the call).
+6. ``sparse``: partial (kernel of N_partial taps, overlap-save) and frequency-sparse convolutions vs the full one:
    time and bytes of the cached kernel spectrum / largest intermediate.
 """
 
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import torch
 
@@ -208,6 +212,45 @@ def sparse(args) -> list[dict]:
     return rows
 
 
+_MEM_CODE = """
+import resource, sys, torch
+torch.set_num_threads(1)
+from convatlas.ops.fft_conv import fft_conv, kernel_spectrum
+kind, b, h, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+u = torch.randn(b, h, n); g1 = torch.randn(b, h, n); g2 = torch.randn(b, h, n); k = torch.randn(h, n) / n
+s = kernel_spectrum(k, n) if kind == "ours" else None
+def naive():
+    v = u * g1
+    return torch.fft.irfft(torch.fft.rfft(v, n=2 * n) * torch.fft.rfft(k, n=2 * n), n=2 * n)[..., :n] * g2
+with torch.no_grad():  # warm up: load FFT code pages / plans on tiny inputs so they are not counted
+    for m in (64, 4096):
+        w = torch.randn(1, h, m)
+        fft_conv(w, k[:, :m], pregate=w, postgate=w)
+        torch.fft.irfft(torch.fft.rfft(w, n=2 * m), n=2 * m)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+with torch.no_grad():
+    y = fft_conv(u, None, spectrum=s, pregate=g1, postgate=g2) if kind == "ours" else naive()
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print((after - before) / 1024, y.numel() * 4 / 2**20)
+"""
+
+
+def memory(args) -> list[dict]:
+    rows = []
+    for length in ([16384] if args.quick else [16384, 262144, 1048576]):
+        h = max(16, min(64, (1 << 22) // length))
+        b = max(1, (1 << 22) // (h * length))
+        res = {}
+        for kind in ("ours", "naive"):
+            out = subprocess.run([sys.executable, "-c", _MEM_CODE, kind, str(b), str(h), str(length)],
+                                 capture_output=True, text=True, check=True).stdout.split()
+            res[kind], out_mb = float(out[0]), float(out[1])
+        rows.append({"L": length, "B": b, "H": h, "output_MB": out_mb, "ours_peak_extra_MB": res["ours"],
+                     "naive_peak_extra_MB": res["naive"], "memory_saving": ratio(res["naive"], res["ours"])})
+        print(f"memory L={length}: ours {res['ours']:.1f} MB, naive {res['naive']:.1f} MB", flush=True)
+    return rows
+
+
 def main(argv=None) -> None:
     args = base_parser(__doc__).parse_args(argv)
     meta = setup(args, peak_dtypes=("fp32",))
@@ -218,6 +261,7 @@ def main(argv=None) -> None:
         "train": train(args),
         "crossover": crossover(args),
         "dispatch": dispatch(args),
+        "memory": memory(args),
         "sparse": sparse(args),
     }
     meta["sections"] = {name: rs for name, rs in sections.items() if name != "scaling"}
@@ -238,7 +282,7 @@ def main(argv=None) -> None:
                  + f" at L=4096 (DISPATCH direct_max_taps = {DISPATCH['direct_max_taps']}).")
     notes.append("ours = fused, cache-blocked rfft -> product -> irfft (+ skip) per block of ~2^19 samples, FFT size "
                  "L+Lk-1 rounded to a 5-smooth size; naive = unblocked PyTorch with FFT size 2L.")
-    notes.append("Sections train / crossover / dispatch / sparse follow (also in the JSON under meta.sections).")
+    notes.append("Sections train / crossover / dispatch / memory / sparse follow (also in the JSON under meta.sections).")
     _, md = write_results("long_conv", sc, meta, title="Long convolution (flashfftconv) on CPU", notes=notes,
                           echo=False)
     extra = "".join(f"\n## {name}\n\n{markdown_table(rs)}" for name, rs in meta["sections"].items())

@@ -302,6 +302,13 @@ def fft_conv(
 
     out_dtype = u.dtype
     cdt = torch.float64 if (u.dtype == torch.float64 or spectrum.k_f.dtype in (torch.float64, torch.complex128)) else torch.float32
+    needs_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (u, k, D, pregate, postgate, spectrum.k_f)
+    )
+    if spectrum.backend == "torch" and not needs_grad and not _compiling() and u.device.type != "meta":
+        # Inference: one fused pass per block (cast, pre-gate, rfft, product, irfft, skip, post-gate, cast back);
+        # no full-size intermediate besides the output.
+        return _fused_rfft_conv_nograd(u, spectrum, D, pregate, postgate, cdt)
     v = u.to(cdt)
     if pregate is not None:
         v = v * pregate.to(cdt)
@@ -360,6 +367,31 @@ def _blocks(bsz: int, h: int, n: int):
         bb = max(1, rows // h)
         for b0 in range(0, bsz, bb):
             yield b0, min(bsz, b0 + bb), 0, h
+
+
+def _fused_rfft_conv_nograd(
+    u: Tensor, s: KernelSpectrum, d: Tensor | None, g1: Tensor | None, g2: Tensor | None, cdt: torch.dtype
+) -> Tensor:
+    bsz, h, seq_len = u.shape
+    out = torch.empty_like(u)
+    g1 = g1.expand(u.shape) if g1 is not None else None
+    g2 = g2.expand(u.shape) if g2 is not None else None
+    dd = d.reshape(h, 1).to(cdt) if d is not None else None
+    with torch.no_grad():
+        for b0, b1, h0, h1 in _blocks(bsz, h, s.n):
+            x = u[b0:b1, h0:h1].to(cdt)
+            if g1 is not None:
+                x = x * g1[b0:b1, h0:h1].to(cdt)
+            xf = torch.fft.rfft(x, s.n)
+            if s.freq_keep is not None:
+                xf = xf[..., : s.freq_keep]
+            y = torch.fft.irfft(xf * s.k_f[h0:h1], s.n)[..., :seq_len]
+            if dd is not None:
+                y = torch.addcmul(y, x, dd[h0:h1])
+            if g2 is not None:
+                y = y * g2[b0:b1, h0:h1].to(cdt)
+            out[b0:b1, h0:h1] = y
+    return out
 
 
 class _BlockedRfftConv(torch.autograd.Function):

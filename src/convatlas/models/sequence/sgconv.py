@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from convatlas.identities import register_identity
 from convatlas.layers.sgconv import GConv
 from convatlas.registry import Reported, register_model
 
@@ -315,3 +316,21 @@ def test_sgconv(**kwargs: Any) -> SGConvClassifier:
     cfg = dict(num_classes=2, vocab_size=8, d_model=16, n_layers=2, l_max=64, kernel_dim=4, norm="layer",
                bidirectional=True)
     return SGConvClassifier(**{**cfg, **kwargs})
+
+
+# Official per-GConv-layer parameter counts (card table, measured by instantiating gconv_standalone.GConv).
+_OFFICIAL_LAYER_PARAMS = {
+    "listops": 36_224, "text": 144_128, "retrieval": 138_496, "image": 722_944, "pathfinder": 230_144,
+    "pathx": 393_984,
+}
+
+
+@register_identity("sgconv", "per-layer GConv params == official gconv_standalone.GConv counts (6 LRA configs)")
+def _identity_layer_params() -> str:
+    got = {}
+    for task, expect in _OFFICIAL_LAYER_PARAMS.items():
+        with torch.device("meta"):
+            model = _build(task, n_layers=1)
+        got[task] = sum(p.numel() for p in model.blocks[0].conv.parameters())
+        assert got[task] == expect, f"{task}: {got[task]} != official {expect}"
+    return "exact: " + ", ".join(f"{t} {n:,}" for t, n in got.items())

@@ -221,3 +221,17 @@ def test_torch_export_of_deploy_form() -> None:
     ep = torch.export.export(model, (x,))
     with torch.no_grad():
         torch.testing.assert_close(ep.module()(x), model(x))
+
+
+def test_downstream_feature_norms() -> None:
+    """Official downstream mode: per-stage LayerNorms norm0..norm3 on the feature maps (keys as official)."""
+    model = UniRepLKNet(**TINY, num_classes=3, feature_norms=True).eval()
+    assert all(f"norm{i}.weight" in model.state_dict() for i in range(4))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        maps = model.forward_stages(x)
+        m = maps[2]
+        assert torch.allclose(m.mean(1), torch.zeros_like(m.mean(1)), atol=1e-4)  # LN over channels
+        assert model(x).shape == (1, 3)
+    feats = create_model("test_unireplknet", features_only=True, feature_norms=True)
+    assert len(feats(x)) == 4

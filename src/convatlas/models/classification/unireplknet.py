@@ -181,6 +181,8 @@ class UniRepLKNet(nn.Module):
         global_pool: ``"avg"`` (official), ``"max"`` or ``"avgmax"``.
         ffn_factor: FFN expansion (4).
         deploy: build the fused inference form directly (loads deploy checkpoints; reported params).
+        feature_norms: add the official downstream-mode per-stage LayerNorms ``norm0..norm3`` (channels-first,
+            eps 1e-6) applied to the maps of ``forward_stages`` (detection/segmentation backbones).
     """
 
     def __init__(
@@ -197,6 +199,7 @@ class UniRepLKNet(nn.Module):
         global_pool: str = "avg",
         ffn_factor: int = 4,
         deploy: bool = False,
+        feature_norms: bool = False,
     ) -> None:
         super().__init__()
         depths, dims = tuple(depths), tuple(dims)
@@ -232,6 +235,10 @@ class UniRepLKNet(nn.Module):
         self.feature_info = [
             {"num_chs": dims[i], "reduction": 4 * 2**i, "module": f"stages.{i}"} for i in range(4)
         ]
+        self.feature_norms = feature_norms
+        if feature_norms:
+            for i in range(4):
+                self.add_module(f"norm{i}", LayerNorm2d(dims[i]))
         self.head = NormMlpClassifierHead(dims[-1], num_classes, pool_type=global_pool, drop_rate=drop_rate)
         self.apply(self._init_weights)
         if isinstance(self.head.fc, nn.Linear):
@@ -251,7 +258,8 @@ class UniRepLKNet(nn.Module):
         check_input(type(self).__name__, x, ndim=4, channels=self.in_chans, layout="(B, C, H, W)")
 
     def forward_stages(self, x: Tensor, max_index: int | None = None) -> list[Tensor]:
-        """Per-stage maps [(B, dims[i], H/4/2^i, W/4/2^i)] up to ``max_index`` (inclusive)."""
+        """Per-stage maps [(B, dims[i], H/4/2^i, W/4/2^i)] up to ``max_index`` (inclusive); with
+        ``feature_norms`` each map goes through ``norm{i}`` (the stage itself still feeds the raw map onwards)."""
         self._check(x)
         last = 3 if max_index is None else max_index
         outs = []
@@ -261,12 +269,18 @@ class UniRepLKNet(nn.Module):
                 x = checkpoint_seq(self.stages[i], x)
             else:
                 x = self.stages[i](x)
-            outs.append(x)
+            outs.append(getattr(self, f"norm{i}")(x) if self.feature_norms else x)
         return outs
 
     def forward_features(self, x: Tensor) -> Tensor:
-        """(B, C_in, H, W) -> (B, dims[-1], H/32, W/32)."""
-        return self.forward_stages(x)[-1]
+        """(B, C_in, H, W) -> (B, dims[-1], H/32, W/32) (the raw last-stage map, as the classifier sees it)."""
+        if not self.feature_norms:
+            return self.forward_stages(x)[-1]
+        self._check(x)
+        for i in range(4):
+            x = self.downsample_layers[i](x)
+            x = checkpoint_seq(self.stages[i], x) if (self.grad_checkpointing and x.requires_grad) else self.stages[i](x)
+        return x
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         """(B, dims[-1], h, w) -> logits (B, num_classes), or pooled+normed features (B, dims[-1])."""

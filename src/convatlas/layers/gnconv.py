@@ -104,7 +104,7 @@ def _gnconv_identity() -> str:
     torch.manual_seed(0)
     c = 16
     m1 = GnConv(c, order=1, scale=1 / 3).double()
-    x = torch.randn(2, c, 9, 9, dtype=torch.float64)
+    x = torch.randn(2, c, 6, 6, dtype=torch.float64)
     with torch.no_grad():
         f = m1.proj_in(x)
         gated = m1.proj_out(f[:, :c] * (m1.dwconv(f[:, c:]) / 3))

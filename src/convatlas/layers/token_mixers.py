@@ -57,7 +57,8 @@ class RandomMixing(nn.Module):
     def __init__(self, num_tokens: int = 196, **_: object) -> None:
         super().__init__()
         self.num_tokens = num_tokens
-        self.random_matrix = nn.Parameter(torch.softmax(torch.rand(num_tokens, num_tokens), dim=-1), requires_grad=False)
+        matrix = torch.softmax(torch.rand(num_tokens, num_tokens), dim=-1)
+        self.random_matrix = nn.Parameter(matrix, requires_grad=False)
 
     def forward(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape
@@ -175,7 +176,9 @@ class InceptionDWConv2d(nn.Module):
         super().__init__()
         gc = int(in_chs * branch_ratio)
         if gc < 1 or 3 * gc > in_chs:
-            raise ValueError(f"InceptionDWConv2d: branch_ratio {branch_ratio} gives {gc} channels per branch for C={in_chs}")
+            raise ValueError(
+                f"InceptionDWConv2d: branch_ratio {branch_ratio} gives {gc} channels per branch for C={in_chs}"
+            )
         ps = dilation * (square_kernel_size - 1) // 2
         pb = dilation * (band_kernel_size - 1) // 2
         self.dwconv_hw = nn.Conv2d(gc, gc, square_kernel_size, padding=ps, dilation=dilation, groups=gc)
@@ -213,7 +216,9 @@ def inception_dw_as_dense_kernel(m: InceptionDWConv2d) -> tuple[Tensor, Tensor]:
     return w, b
 
 
-@register_identity("inceptionnext", "Inception DW conv == one depthwise conv with zero-padded kernels (identity = delta)")
+@register_identity(
+    "inceptionnext", "Inception DW conv == one depthwise conv with zero-padded kernels (identity = delta)"
+)
 def _inception_dw_dense() -> str:
     torch.manual_seed(0)
     errs = []
@@ -234,7 +239,9 @@ def _inception_dw_dense() -> str:
     return f"max abs error {err:.1e} (C=96 k11 r1/8, C=40 k9 r1/4); identity channels bit-exact"
 
 
-@register_identity("metaformer", "Pooling mixer == (sum of valid 3x3 neighbours / their count) - x; constant image -> 0")
+@register_identity(
+    "metaformer", "Pooling mixer == (sum of valid 3x3 neighbours / their count) - x; constant image -> 0"
+)
 def _pooling_identity() -> str:
     torch.manual_seed(0)
     x = torch.randn(2, 5, 9, 7, dtype=torch.float64)

@@ -131,8 +131,8 @@ def test_official_converter() -> None:
         k = re.sub(r"^head\.norm\.", "norm.", k)
         k = re.sub(r"^head\.fc\.", "head.", k)
         official[k] = v.clone()
-    for key in ("downsample_layers.0.1.weight", "downsample_layers.2.1.weight", "stages.2.0.gnconv.dwconv.complex_weight",
-                "stages.3.0.gnconv.pws.3.weight", "stages.0.0.gamma2", "norm.weight",
+    for key in ("downsample_layers.0.1.weight", "downsample_layers.2.1.weight", "stages.0.0.gamma2",
+                "stages.2.0.gnconv.dwconv.complex_weight", "stages.3.0.gnconv.pws.3.weight", "norm.weight",
                 "head.weight"):
         assert key in official, key
     conv = convert_official_hornet(official)

@@ -10,6 +10,9 @@ Block: ``x = x + DropPath(gamma1 * gnConv(LN(x)))``; ``x = x + DropPath(gamma2 *
 Linear C->4C -> GELU -> Linear 4C->C; one DropPath module for both branches as in the official code).
 Stem Conv 4x4/4 -> LN; downsampling LN -> Conv 2x2/2; head mean -> LN -> Linear. Tensors (B, C, H, W), H, W >= 32.
 
+Inference (eval, no grad, plain CPU tensors): gates and residuals in place, the MLP half as one cache-blocked
+channels-last kernel (:func:`convatlas.ops.residual_mlp.residual_norm_mlp`); same numbers up to rounding.
+
 Card facts / measured (1000 classes, conv/linear MACs at 224, FFT not counted):
 tiny_7x7 22,409,512 / 3.968 G; tiny_gf 22,991,848 / 3.889 G; small_7x7 49,528,264 / 8.814 G; small_gf
 50,401,768 / 8.694 G; base_7x7 87,256,680 / 15.567 G; base_gf 88,421,352 / 15.408 G; large_7x7 194,542,504 /

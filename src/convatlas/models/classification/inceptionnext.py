@@ -8,6 +8,9 @@ Block: ``x + DropPath(gamma * MLP(BN(mixer(x))))``; MLP = 1x1 conv C->rC -> GELU
 Stem: Conv 4x4/4 -> BN. Downsampling (stages 2-4): BN -> Conv 2x2/2. Head: avg pool -> Linear C->3C -> GELU ->
 LayerNorm(eps 1e-6) -> Dropout -> Linear 3C->classes.
 
+Inference (eval, no grad, plain CPU tensors): BatchNorm is folded into the first 1x1 conv and layer scale into the
+second, GELU and the residual run in place (same numbers up to rounding); training/autocast/compile use the plain path.
+
 Card facts (exact counts from timm 1.0.31 ``inception_next_*``, 1000 classes; our state dict equals timm's, so
 timm / official checkpoints load strictly): atto 4,156,520; tiny 28,055,680; small 49,374,016; base 86,672,136.
 MACs at 224 (conv/linear, FlopCounterMode): atto 0.503 G (paper: not reported in the README read; timm figure),

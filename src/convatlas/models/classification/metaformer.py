@@ -19,6 +19,10 @@ layers; the state dict equals timm 1.0.31's ``metaformer.py`` (timm checkpoints 
 :func:`convert_official_metaformer` maps the official repository's checkpoints (needed for IdentityFormer and
 RandFormer, which timm lacks).
 
+Inference (eval, no grad, plain CPU tensors) takes a path with the same numbers and fewer large allocations:
+in-place residuals / StarReLU and, for LayerNorm blocks, the MLP half as one cache-blocked channels-last kernel
+(:func:`convatlas.ops.residual_mlp.residual_norm_mlp`); training, autocast and compile use the plain path.
+
 Card facts. Exact counts (timm, 1000 classes): convformer s18/s36/m36/b36 26,774,448 / 40,012,152 /
 57,051,640 / 99,882,616; caformer 26,341,656 / 39,297,102 / 56,204,878 / 98,753,614; poolformerv2
 s12/s24/s36/m36/m48 11,891,712 / 21,341,464 / 30,791,216 / 56,077,168 / 73,346,056. IdentityFormer has the
@@ -38,6 +42,7 @@ from typing import Callable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from convatlas.identities import register_identity
 from convatlas.layers import ConvMlp, DropPath, LayerNorm, LayerNorm2d, Mlp, check_input, drop_path_rates
 from convatlas.layers.activations import SquaredReLU, StarReLU
 from convatlas.layers.classifier import global_pool2d, _check_pool
@@ -178,7 +183,10 @@ class Stem(nn.Module):
 
 
 class MetaFormerStage(nn.Module):
-    """[Downsampling (all stages but the first)] + blocks. Input/output (B, C, H, W); attention stages flatten to (B, N, C) inside."""
+    """[Downsampling (all stages but the first)] + blocks on (B, C, H, W).
+
+    Attention stages flatten to tokens (B, N, C) inside and restore (B, C, H, W) at the end.
+    """
 
     def __init__(
         self,
@@ -327,7 +335,9 @@ class MetaFormer(nn.Module):
         ls = list(layer_scale_init_values) if layer_scale_init_values is not None else [None] * n
         rs = list(res_scale_init_values) if res_scale_init_values is not None else [None] * n
         if not all(len(v) == n for v in (dims, mixers, norm_kinds, ls, rs)):
-            raise ValueError("MetaFormer: depths, dims, token_mixers, norms and scale inits must have one entry per stage")
+            raise ValueError(
+                "MetaFormer: depths, dims, token_mixers, norms and scale inits must have one entry per stage"
+            )
         self.in_chans, self.num_classes = in_chans, num_classes
         self.grad_checkpointing = False
         sizes = _stage_sizes(img_size, n)
@@ -340,7 +350,9 @@ class MetaFormer(nn.Module):
         for i in range(n):
             tokens = sizes[i][0] * sizes[i][1]
             stages.append(
-                MetaFormerStage(prev, dims[i], depths[i], mixers[i], norm_kinds[i], rates[i], tokens, ls[i], rs[i], i > 0)
+                MetaFormerStage(
+                    prev, dims[i], depths[i], mixers[i], norm_kinds[i], rates[i], tokens, ls[i], rs[i], i > 0
+                )
             )
             prev = dims[i]
             self.feature_info.append({"num_chs": dims[i], "reduction": 4 * 2**i, "module": f"stages.{i}"})
@@ -511,6 +523,23 @@ for _fam, _fargs in _FAMILIES.items():
         _register(f"{_fam}_{_size}", {**_sargs, **_fargs})
 
 _TINY = dict(depths=(1, 1, 1, 1), dims=(16, 32, 64, 64), num_classes=10)
+
+
+@register_identity("metaformer", "RandFormer with identity mixing matrices == IdentityFormer with the same weights")
+def _randformer_eye_is_identityformer() -> str:
+    torch.manual_seed(0)
+    rand = MetaFormer(**{**_TINY, **_FAMILIES["randformer"], "img_size": 64}).double().eval()
+    ident = MetaFormer(**{**_TINY, **_FAMILIES["identityformer"]}).double().eval()
+    sd = {k: v for k, v in rand.state_dict().items() if not k.endswith("random_matrix")}
+    ident.load_state_dict(sd, strict=True)
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        for m in rand.modules():
+            if isinstance(m, RandomMixing):
+                m.random_matrix.copy_(torch.eye(m.num_tokens, dtype=torch.float64))
+        err = (rand(x) - ident(x)).abs().max().item()
+    assert err < 1e-12, f"max abs error {err:.2e}"
+    return f"max abs logit difference {err:.1e} (float64, 64x64 input)"
 
 
 @register_model(

@@ -29,9 +29,11 @@ from convatlas.models.classification.unireplknet import (  # noqa: E402
     UniRepLKNetAudio,
     UniRepLKNetBlock,
     UniRepLKNetTimeSeries,
+    UniRepLKNetVideo,
     _randomize_,
     checkpoint_filter_fn,
     default_kernel_sizes,
+    tile_frames,
 )
 
 VARIANTS = ["a", "f", "p", "n", "t", "s", "b", "l", "xl", "h"]
@@ -235,3 +237,18 @@ def test_downstream_feature_norms() -> None:
         assert model(x).shape == (1, 3)
     feats = create_model("test_unireplknet", features_only=True, feature_norms=True)
     assert len(feats(x)) == 4
+
+
+def test_video_tiling_adapter() -> None:
+    clip = torch.arange(16 * 2 * 3 * 3, dtype=torch.float32).view(1, 16, 2, 3, 3)
+    img = tile_frames(clip)
+    assert img.shape == (1, 2, 12, 12)
+    torch.testing.assert_close(img[0, :, 3:6, 6:9], clip[0, 6])  # frame 6 = row 1, column 2 of the 4x4 grid
+    with torch.device("meta"):
+        assert tile_frames(torch.empty(1, 16, 3, 224, 224)).shape == (1, 3, 896, 896)
+    video = UniRepLKNetVideo(**TINY, num_classes=4)
+    assert video(torch.randn(2, 4, 3, 32, 32)).shape == (2, 4)
+    with pytest.raises(ValueError, match="UniRepLKNetVideo"):
+        video(torch.randn(2, 3, 32, 32))
+    with pytest.raises(ValueError, match="grid"):
+        tile_frames(torch.randn(1, 6, 1, 2, 2), (4, 2))

@@ -23,8 +23,10 @@ Card facts (official ``AILab-CVC/UniRepLKNet/unireplknet.py``, read with the sea
 - UniRepLKNet-H is the journal extension's variant (slug scaling-up-kernels), same code.
 
 Non-image uses (the same blocks, modality-specific input reshaping only): :class:`UniRepLKNetAudio`
-(spectrogram (B, T, F) -> (B, 1, T, F)) and :class:`UniRepLKNetTimeSeries` (Corrformer-style per-node embedding
-(B, L, N) -> (B*N, 1, L, D') -> forecasting head).
+(spectrogram (B, T, F) -> (B, 1, T, F)), :class:`UniRepLKNetVideo` (frames tiled into one image, 16 x 224^2 ->
+896^2) and :class:`UniRepLKNetTimeSeries` (Corrformer-style per-node embedding (B, L, N) -> (B*N, 1, L, D') ->
+forecasting head). The point-cloud adapter (three-view projections produced by conv layers) is not specified in
+enough detail by the cards and is not implemented.
 
 ``checkpoint_filter_fn`` maps official checkpoint keys (training or deploy form) onto this module layout.
 """
@@ -53,6 +55,8 @@ __all__ = [
     "UniRepLKNet",
     "UniRepLKNetAudio",
     "UniRepLKNetTimeSeries",
+    "UniRepLKNetVideo",
+    "tile_frames",
     "default_kernel_sizes",
     "checkpoint_filter_fn",
 ]
@@ -336,6 +340,47 @@ class UniRepLKNetAudio(nn.Module):
         return self.eval()
 
 
+def tile_frames(video: Tensor, grid: tuple[int, int] | None = None) -> Tensor:
+    """Tile a clip into one image: (B, T, C, H, W) -> (B, C, gh*H, gw*W), frames in row-major order.
+
+    ``grid`` defaults to the squarest (gh, gw) with gh*gw == T (16 frames -> 4x4; 16 x 224^2 -> 896^2).
+    """
+    if video.ndim != 5:
+        raise ValueError(f"tile_frames: expected (B, T, C, H, W), got shape {tuple(video.shape)}")
+    b, t, c, h, w = video.shape
+    if grid is None:
+        gh = max(d for d in range(1, int(math.isqrt(t)) + 1) if t % d == 0)
+        grid = (gh, t // gh)
+    gh, gw = grid
+    if gh * gw != t:
+        raise ValueError(f"tile_frames: grid {grid} does not hold {t} frames")
+    return video.view(b, gh, gw, c, h, w).permute(0, 3, 1, 4, 2, 5).reshape(b, c, gh * h, gw * w)
+
+
+class UniRepLKNetVideo(nn.Module):
+    """UniRepLKNet on video clips (card: unireplknet): (B, T, C, H, W) -> (B, num_classes).
+
+    The T frames are tiled into one (C, gh*H, gw*W) image (:func:`tile_frames`) and classified by the image network.
+
+    Args:
+        grid: frame grid (default: squarest factorisation of T).
+        variant_kwargs: UniRepLKNet arguments.
+    """
+
+    def __init__(self, grid: tuple[int, int] | None = None, **variant_kwargs: Any) -> None:
+        super().__init__()
+        self.grid = grid
+        self.backbone = UniRepLKNet(**variant_kwargs)
+
+    def forward(self, video: Tensor) -> Tensor:
+        check_input("UniRepLKNetVideo", video, ndim=5, layout="(B, T, C, H, W) clip")
+        return self.backbone(tile_frames(video, self.grid))
+
+    def reparameterize(self) -> "UniRepLKNetVideo":
+        self.backbone.reparameterize()
+        return self.eval()
+
+
 class UniRepLKNetTimeSeries(nn.Module):
     """UniRepLKNet for multivariate forecasting (card: unireplknet): (B, L, N) -> (B, horizon, N).
 
@@ -381,6 +426,7 @@ class UniRepLKNetTimeSeries(nn.Module):
 
 register_component("unireplknet", UniRepLKNetAudio)
 register_component("unireplknet", UniRepLKNetTimeSeries)
+register_component("unireplknet", UniRepLKNetVideo)
 register_component("unireplknet", DilatedReparamBlock)
 register_component("scaling-up-kernels", DilatedReparamBlock)
 

@@ -32,6 +32,19 @@ def test_card_worked_values() -> None:
     assert abs(effectiveness(one) - 3 / 9_437_184 ** (1 / 3)) < 1e-6  # rho = 0.0142
 
 
+def test_score_monotone_in_width_depth_and_last_stage_weight() -> None:
+    s = [dict(b) for b in DEEPMAD_STRUCTURES["R18"]]
+    base = deepmad_score(s)
+    wider = [dict(b) for b in s]
+    wider[-1]["out"] *= 2
+    deeper = [dict(b) for b in s]
+    deeper[3]["L"] += 1
+    assert deepmad_score(wider) > base and deepmad_score(deeper) > base
+    assert deepmad_score(s, beta=(1, 1, 1, 1, 1)) < base  # the last stage's weight 8 dominates
+    with pytest.raises(ValueError, match="stages"):
+        deepmad_score(s, beta=(1, 1, 8))
+
+
 def test_published_resnet_like_structures_sit_on_the_rho_bound() -> None:
     """R18/R34/R50 were searched with rho <= 0.3; our rho reproduces the active bound (0.299..0.300)."""
     for key in ("R18", "R34", "R50"):

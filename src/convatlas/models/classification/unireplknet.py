@@ -37,7 +37,6 @@ import math
 from typing import Any, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from convatlas.identities import register_component, register_identity

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 from torch.utils.data import TensorDataset
@@ -39,3 +40,16 @@ def synthetic_dataset(n: int = 64, classes: int = 4, size: int = 8, seed: int = 
 
 def state_equal(a: dict, b: dict, atol: float = 0.0) -> bool:
     return a.keys() == b.keys() and all(torch.allclose(a[k].float(), b[k].float(), atol=atol, rtol=0) for k in a)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Run a test with one intra-op thread (restored after). These tests use tiny tensors, where a second
+    thread only adds synchronisation, and on a shared/oversubscribed CI machine spinning OpenMP threads can
+    slow them down tenfold."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)

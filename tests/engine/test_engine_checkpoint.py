@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from convatlas.engine import checkpoint as ckpt
-from engine_testutils import TinyNet, state_equal
+from engine_testutils import TinyNet, state_equal, one_thread  # noqa: F401 (autouse fixture)
 
 
 def _clone_state(m: nn.Module) -> dict:

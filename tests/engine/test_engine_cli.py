@@ -11,6 +11,7 @@ import torch
 
 from convatlas import list_models
 from convatlas.cli import train_cmds
+from engine_testutils import one_thread  # noqa: F401 (autouse fixture: 1 intra-op thread)
 
 MODEL = "test_convnext"
 pytestmark = pytest.mark.skipif(MODEL not in list_models(include_test=True),

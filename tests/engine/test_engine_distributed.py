@@ -11,7 +11,7 @@ import torch.distributed as dist
 from convatlas.engine.distributed import all_reduce_metrics, get_dist_info, launch_local
 from convatlas.engine.trainer import TrainConfig, Trainer
 from convatlas.tasks.classification import ClassificationMetrics
-from engine_testutils import TinyNet, state_equal, synthetic_dataset
+from engine_testutils import TinyNet, state_equal, synthetic_dataset, one_thread  # noqa: F401 (autouse fixture)
 
 CFG = dict(epochs=2, batch_size=16, lr=2e-2, warmup_epochs=0.5, progress=False, device="cpu")
 

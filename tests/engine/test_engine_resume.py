@@ -10,7 +10,7 @@ from torch.utils.data import Dataset
 
 from convatlas.engine import checkpoint as ckpt
 from convatlas.engine.trainer import NonFiniteLossError, TrainConfig, Trainer
-from engine_testutils import TinyNet, state_equal, synthetic_dataset
+from engine_testutils import TinyNet, state_equal, synthetic_dataset, one_thread  # noqa: F401 (autouse fixture)
 
 # dropout + EMA + accumulation: resuming must restore RNG, optimizer, schedule, EMA and data position
 CFG = dict(epochs=3, batch_size=16, accum_steps=2, lr=2e-2, ema=True, ema_decay=0.9, warmup_epochs=0.5,

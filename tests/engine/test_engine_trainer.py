@@ -14,7 +14,7 @@ from convatlas.engine import checkpoint as ckpt
 from convatlas.engine.schedule import WarmupCosineSchedule, warmup_cosine_factor
 from convatlas.engine.trainer import TrainConfig, Trainer, evaluate, param_groups_weight_decay
 from convatlas.tasks.base import MetricAccumulator, TaskAdapter
-from engine_testutils import TinyNet, state_equal, synthetic_dataset
+from engine_testutils import TinyNet, state_equal, synthetic_dataset, one_thread  # noqa: F401 (autouse fixture)
 
 FAST = dict(progress=False, device="cpu")
 

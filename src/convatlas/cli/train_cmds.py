@@ -70,6 +70,8 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
                    "'{\"drop_path_rate\": 0.1}'")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers (image folders)")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="torch intra-op CPU threads (default: torch's; use 1 on a busy shared machine)")
     p.add_argument("--max-steps", type=_positive_int, default=None, help="stop after this many steps")
     p.add_argument("--plot", action="store_true", help="write curves.png (needs matplotlib)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -127,6 +129,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from convatlas.registry import create_model, get_entry
 
     entry = get_entry(args.model)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if entry.task != "classification":
         raise ValueError(
             f"{args.model}: task {entry.task!r}; `convatlas train --data` reads labelled images (classification). "

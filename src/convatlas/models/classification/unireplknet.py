@@ -287,6 +287,8 @@ class UniRepLKNet(nn.Module):
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         """(B, dims[-1], h, w) -> logits (B, num_classes), or pooled+normed features (B, dims[-1])."""
+        if isinstance(self.head, nn.Identity):  # after remove_head(): the map itself
+            return x
         return self.head(x, pre_logits=pre_logits)
 
     def forward(self, x: Tensor) -> Tensor:

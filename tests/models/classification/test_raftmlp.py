@@ -82,3 +82,27 @@ def test_learns_digits() -> None:
     model = RaftMLP(levels=[(1, 32, 4, 2, (4, 8)), (1, 64, 2, 2, (2, 4))], img_size=32, num_classes=10)
     acc = train_digits(model, size=32, epochs=8, lr=3e-3)
     assert acc >= 0.95, acc
+
+
+def test_official_key_mapping() -> None:
+    import re
+
+    from convatlas.models.classification.raftmlp import checkpoint_filter_fn
+
+    m = create_model("test_raftmlp")
+    names = {"0": "1", "1": "3", "2": "5"}
+
+    def official(k: str) -> str:  # the card's official layout
+        if k.startswith("norm."):
+            return "heads.0.1." + k[5:]
+        if k.startswith("head."):
+            return "classifier." + k[5:]
+        if mt := re.match(r"levels\.(\d+)\.0\.fc\.(.*)", k):
+            return f"levels.{mt[1]}.fn.0.fc.{mt[2]}"
+        mt = re.match(r"levels\.(\d+)\.(\d+)\.(\d)\.(norm|fn\.\d+)\.(.*)", k)
+        norm = "norm.1" if (mt[4] == "norm" and mt[3] != "2") else mt[4]
+        return f"levels.{mt[1]}.fn.{int(mt[2]) + 1}.{names[mt[3]]}.{norm}.{mt[5]}"
+
+    sd = {official(k): v for k, v in m.state_dict().items()}
+    assert "levels.0.fn.2.1.norm.1.weight" in sd and "levels.0.fn.2.5.norm.weight" in sd
+    m.load_state_dict(checkpoint_filter_fn(sd), strict=True)

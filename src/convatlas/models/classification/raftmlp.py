@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from convatlas.layers import DropPath, check_input
 from convatlas.registry import Reported, register_model
 
-__all__ = ["RaftMLP", "RaftTokenMixing", "CrossScaleEmbedding", "ChannelBlock", "OriginalTokenMixing"]
+__all__ = ["checkpoint_filter_fn", "RaftMLP", "RaftTokenMixing", "CrossScaleEmbedding", "ChannelBlock", "OriginalTokenMixing"]
 
 
 class CrossScaleEmbedding(nn.Module):
@@ -246,6 +246,32 @@ class RaftMLP(nn.Module):
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.grad_checkpointing = enable
+
+
+def checkpoint_filter_fn(state_dict: dict[str, Tensor], model: nn.Module | None = None) -> dict[str, Tensor]:
+    """Map official raft-mlp keys (card: ``levels.i.fn.0.fc``, ``levels.i.fn.{2+j}.{1,3,5}.*``, ``heads.0.1``,
+    ``classifier``) to this layout. Raft-block LayerNorms are ``.norm.1.`` (after a rearrange) officially."""
+    import re
+
+    block = {"1": "0", "3": "1", "5": "2"}  # vertical, horizontal, channel block
+    out = {}
+    for k, v in state_dict.items():
+        m = re.match(r"levels\.(\d+)\.fn\.0\.fc\.(.*)", k)
+        if m:
+            out[f"levels.{m[1]}.0.fc.{m[2]}"] = v
+            continue
+        m = re.match(r"levels\.(\d+)\.fn\.(\d+)\.([135])\.(norm\.1|norm|fn\.\d+)\.(.*)", k)
+        if m:
+            sub = "norm" if m[4].startswith("norm") else m[4]
+            out[f"levels.{m[1]}.{int(m[2]) - 1}.{block[m[3]]}.{sub}.{m[5]}"] = v
+            continue
+        if k.startswith("heads.0.1."):
+            out["norm." + k[len("heads.0.1."):]] = v
+        elif k.startswith("classifier."):
+            out["head." + k[len("classifier."):]] = v
+        else:
+            out[k] = v
+    return out
 
 
 _SRC = "card raftmlp: official RaftMLP class with the ImageNet YAML settings (FlopCounterMode, Linear layers)"

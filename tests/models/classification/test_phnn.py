@@ -20,6 +20,7 @@ from freqfam_checks import (  # noqa: E402
 
 from convatlas import create_model, list_models  # noqa: E402
 from convatlas.analysis.complexity import count_params  # noqa: E402
+from convatlas.layers.phc_conv import PHConv  # noqa: E402
 from convatlas.models.classification.phnn import PHCResNet, add_grayscale_channel  # noqa: E402
 
 VARIANTS = list_models(paper="phnn")
@@ -70,3 +71,48 @@ def test_learns_digits() -> None:
     model = PHCResNet(layers=(1, 1, 1, 1), widths=(16, 16, 32, 64, 64), n=4, in_chans=4)
     acc = train_digits(model, size=16, epochs=6, transform=add_grayscale_channel)
     assert acc >= 0.95, acc
+
+
+@pytest.mark.parametrize("kind", ["resnet", "vgg"])
+def test_official_checkpoint_layout_loads(kind: str) -> None:
+    """Official keys (conv1/bn1/layerX/linear or features.N/classifier.N; PHConv a/s/bias) load strictly."""
+    import re
+
+    from convatlas.models.classification.phnn import PHCVGG, checkpoint_filter_fn
+
+    if kind == "resnet":
+        model = PHCResNet(block="bottleneck", layers=(1, 1, 1, 1), widths=(8, 8, 8, 16, 16), n=4)
+    else:
+        model = PHCVGG(cfg=(8, "M", 16, 16, "M"), hidden=8, n=4)
+    flat = {}
+    if kind == "vgg":
+        i = 0
+        for si, st in enumerate(model.stages):
+            for li in range(len(st)):
+                flat[f"stages.{si}.{li}"] = i
+                i += 1
+    official = {}
+    for k, v in model.state_dict().items():
+        mod, _, leaf = k.rpartition(".")
+        if isinstance(model.get_submodule(mod), PHConv) and leaf in ("A", "F"):
+            m = model.get_submodule(mod)
+            v = v.reshape(m.filter_shape) if leaf == "F" else v
+            leaf = leaf.lower() if leaf == "A" else "s"
+            official[_official_name(mod, kind, flat) + ".bias"] = torch.zeros(m.out_channels)  # unused bias
+        official[_official_name(mod, kind, flat) + "." + leaf] = v
+    assert any(re.search(r"\.s$", k) for k in official)
+    model.load_state_dict(checkpoint_filter_fn(official, model), strict=True)
+
+
+def _official_name(mod: str, kind: str, flat: dict) -> str:
+    import re
+
+    if kind == "resnet":
+        mod = re.sub(r"^stem\.0", "conv1", mod)
+        mod = re.sub(r"^stem\.1", "bn1", mod)
+        mod = re.sub(r"^stages\.(\d)", lambda m: f"layer{int(m[1]) + 1}", mod)
+        return re.sub(r"^head", "linear", mod)
+    if mod.startswith("stages."):
+        return f"features.{flat[mod]}"
+    mod = re.sub(r"^pre_logits\.", "classifier.", mod)
+    return re.sub(r"^head", "classifier.6", mod)

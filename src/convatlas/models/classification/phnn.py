@@ -30,7 +30,7 @@ from convatlas.layers.phc_conv import PHConv, PHMLinear
 from convatlas.models.backbone import checkpoint_seq
 from convatlas.registry import Reported, register_model
 
-__all__ = ["PHCResNet", "PHCVGG", "add_grayscale_channel"]
+__all__ = ["PHCResNet", "PHCVGG", "add_grayscale_channel", "checkpoint_filter_fn"]
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
@@ -270,6 +270,42 @@ class PHCVGG(_Classifier):
         self.pre_logits = nn.Identity()
         self.head = nn.Identity()
         self.num_classes = 0
+
+
+def checkpoint_filter_fn(state_dict: dict[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
+    """Map an official HyperNets image-classification checkpoint (PHCResNet / PHCResNetLarge / PHCVGG) to
+    ``model``'s layout: ``conv1``/``bn1``/``layerX``/``linear`` (ResNet) or flat ``features.N`` /
+    ``classifier.{1,4,6}`` (VGG); PHConv/PHM ``a``/``s`` become ``A``/``F`` (``a``/``s`` for PHMLinear) and the
+    official PHConv biases, never added in its forward, are dropped (so the function is unchanged)."""
+    import re
+
+    flat: dict[int, str] = {}
+    if isinstance(model, PHCVGG):
+        i = 0
+        for si, stage in enumerate(model.stages):
+            for li in range(len(stage)):
+                flat[i] = f"stages.{si}.{li}"
+                i += 1
+    conv_names = {n for n, m in model.named_modules() if isinstance(m, PHConv)}
+    out = {}
+    for k, v in state_dict.items():
+        nk = k
+        if isinstance(model, PHCResNet):
+            nk = re.sub(r"^conv1\.", "stem.0.", nk)
+            nk = re.sub(r"^bn1\.", "stem.1.", nk)
+            nk = re.sub(r"^layer(\d)\.", lambda m: f"stages.{int(m[1]) - 1}.", nk)
+            nk = re.sub(r"^linear\.", "head.", nk)
+        else:
+            nk = re.sub(r"^features\.(\d+)\.", lambda m: flat[int(m[1])] + ".", nk)
+            nk = re.sub(r"^classifier\.([14])\.", lambda m: f"pre_logits.{m[1]}.", nk)
+            nk = re.sub(r"^classifier\.6\.", "head.", nk)
+        mod, _, leaf = nk.rpartition(".")
+        if mod in conv_names:
+            if leaf == "bias" and getattr(model.get_submodule(mod), "bias", None) is None:
+                continue
+            leaf = {"a": "A", "s": "F"}.get(leaf, leaf)
+        out[f"{mod}.{leaf}" if mod else leaf] = v
+    return out
 
 
 # --- registered variants --------------------------------------------------------------------------------------

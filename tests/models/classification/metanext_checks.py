@@ -108,6 +108,8 @@ def check_bf16_and_channels_last(model: nn.Module, x: torch.Tensor) -> None:
             yb = model(x)
         assert torch.isfinite(yb.float()).all()
         assert (yb.float() - ref).abs().max() < 0.1 * ref.abs().max() + 0.05
+        yp = copy.deepcopy(model).bfloat16()(x.bfloat16())  # pure bf16 model (timm's --model-dtype)
+        assert yp.dtype == torch.bfloat16 and (yp.float() - ref).abs().max() < 0.1 * ref.abs().max() + 0.05
         m_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
         ycl = m_cl(x.contiguous(memory_format=torch.channels_last))
         torch.testing.assert_close(ycl, ref, atol=1e-4, rtol=1e-3)

@@ -27,6 +27,7 @@ import random
 import signal
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -314,6 +315,8 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             ids = [self.device.index] if self.device.type == "cuda" else None
+            # harmless (size-1 dims of depthwise kernels give "different" strides); keep the log readable
+            warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
             self.ddp_model = DDP(self.model, device_ids=ids)
 
         self.step = 0  # optimizer steps done
@@ -633,7 +636,8 @@ class Trainer:
             if cfg.plot:
                 plot_metrics(self.out_dir / "metrics.jsonl", self.out_dir / "curves.png")
         if cfg.progress and self.dist.is_main:
-            shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in record.items()}
-            print(" ".join(f"{k}={v}" for k, v in shown.items()), flush=True)
+            shown = " ".join(f"{k}={v:.3g}" if k in ("lr", "time_s") else f"{k}={v:.4f}" if isinstance(v, float)
+                             else f"{k}={v}" for k, v in record.items())
+            print(shown, flush=True)
         self._emit("epoch_end", record)
         barrier()

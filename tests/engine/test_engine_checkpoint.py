@@ -256,3 +256,9 @@ def test_training_state_roundtrip(tmp_path):
     assert st["extra"] == {"step": 1}
     # the file is plain safetensors: no pickle involved
     assert (tmp_path / "s.train.safetensors").read_bytes()[8:9] == b"{"
+
+
+def test_head_mismatch_hints_at_reset_classifier(tmp_path):
+    ckpt.save_weights(tmp_path / "k.safetensors", TinyNet(num_classes=10).state_dict(), {})
+    with pytest.raises(ValueError, match="reset_classifier"):
+        ckpt.load_weights(TinyNet(num_classes=4), tmp_path / "k.safetensors")

@@ -295,3 +295,16 @@ def test_model_ema_update_rule():
     assert warm.current_decay() == pytest.approx(0.1)  # (1 + 0) / (10 + 0)
     with pytest.raises(ValueError):
         ModelEma(m, decay=1.0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_bf16_training(tmp_path):
+    torch.manual_seed(0)
+    tr = Trainer(TinyNet(), "classification", synthetic_dataset(64), synthetic_dataset(32, seed=1),
+                 TrainConfig(epochs=3, batch_size=16, lr=2e-2, bf16=True, ema=True, progress=False, device="cuda"),
+                 out_dir=tmp_path)
+    hist = tr.fit()
+    assert next(tr.model.parameters()).is_cuda and hist[-1]["val_accuracy"] >= 0.75
+    saved = TinyNet()
+    ckpt.load_weights(saved, tmp_path / "last.safetensors")  # CUDA tensors are saved as CPU safetensors
+    assert state_equal(saved.state_dict(), {k: v.cpu() for k, v in tr.ema.state_dict().items()})

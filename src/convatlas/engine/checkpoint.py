@@ -403,7 +403,10 @@ def load_weights(
     if not_tensor:
         problems.append(f"{len(not_tensor)} non-tensor entries ({_fmt_keys(not_tensor)})")
     if problems:
-        raise ValueError(f"{path}: weights do not fit {name}: " + "; ".join(problems))
+        head_only = mismatched and all(m.split(".")[0] in ("head", "fc", "classifier") for m in mismatched)
+        hint = ("; to fine-tune with another number of classes, build the model with the checkpoint's "
+                "num_classes, load, then call model.reset_classifier(n)") if head_only else ""
+        raise ValueError(f"{path}: weights do not fit {name}: " + "; ".join(problems) + hint)
     if not missing and not unexpected and not sd and target:
         raise ValueError(f"{path}: empty state dict")
     # Everything validated: this cannot fail half-way.

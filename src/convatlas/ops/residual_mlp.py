@@ -2,9 +2,9 @@
 
 ``out = shortcut + gamma * fc2(act(fc1(LayerNorm(x))))`` on token rows ``(N, C)``, computed in row chunks so the
 4C-wide hidden activation is never materialised for the whole map, GELU runs in place and the layer scale is
-fused with the residual add (addcmul). On an idle CPU the MLP of ConvNeXt-T's first stage (batch 16, 56x56
-tokens) runs ~2x faster than the layer-by-layer form, which is bound by writing, page-faulting and re-reading
-a 77 MB (N, 4C) tensor. Numbers equal the layer-by-layer form up to float rounding.
+fused with the residual add (addcmul). On an idle CPU, with small chunks, the MLP of ConvNeXt-T's first stage
+(batch 16, 56x56 tokens) runs ~2x faster than the layer-by-layer form, which is bound by writing,
+page-faulting and re-reading a 77 MB (N, 4C) tensor. Numbers equal the layer-by-layer form up to float rounding.
 
 Used only for inference on plain CPU tensors (no autograd, no compile/export tracing); models fall back to
 their module-by-module forward otherwise (card: convnext).
@@ -21,12 +21,14 @@ from torch import Tensor
 __all__ = ["residual_norm_mlp", "use_fast_inference"]
 
 # Chunking applies when the whole (N, 4C) hidden activation exceeds _CHUNK_ABOVE elements (32 MiB fp32, glibc's
-# largest mmap threshold: bigger buffers are mmapped fresh and page-faulted on every call); chunks then hold
-# about _CHUNK_ELEMS hidden elements (16 MiB fp32), reused across chunks. Smaller chunks are slightly faster on
-# an idle CPU, but every op is an OpenMP parallel region whose barrier costs far more on an oversubscribed
-# machine (measured: 4 MiB chunks 2.2x faster than unchunked when idle, 1.7x slower at load 12 on 2 cores).
+# largest mmap threshold: bigger buffers are mmapped fresh and page-faulted on every call); chunks then hold at
+# most _CHUNK_ELEMS hidden elements, one buffer reused across chunks. Small chunks are fastest on an idle CPU
+# (the hidden chunk stays in cache), but every op is an OpenMP parallel region, and on an oversubscribed machine
+# each region waits for descheduled threads. ConvNeXt-T b16 fp32, 2 threads at load ~9 on 2 cores, ours/timm:
+# 4 MiB chunks 0.50, 16 MiB 0.88, 32 MiB 1.11, unchunked 1.27; idle, the first-stage MLP alone: 4 MiB chunks 2.2x
+# faster than layer-by-layer, unchunked (in-place GELU only) 1.3x. 32 MiB chunks are the compromise.
 _CHUNK_ABOVE = 1 << 23
-_CHUNK_ELEMS = 1 << 22
+_CHUNK_ELEMS = 1 << 23
 
 
 def use_fast_inference(x: Tensor) -> bool:

@@ -19,8 +19,8 @@ the block's NHWC LayerNorm/Linear see contiguous memory with no permute copies, 
 the LN -> fc1 -> GELU -> fc2 -> gamma -> residual chain runs cache-blocked over token rows
 (:func:`convatlas.ops.residual_mlp.residual_norm_mlp`). Training, autograd, autocast, torch.compile and export
 use the plain module-by-module forward. Measured (ConvNeXt-T, 224, fp32, same weights, timm 1.0.31, 2-core EPYC
-at load 8-15, so indicative only): 1 thread b16 1.17x timm, b1 1.04x; training step 1.06x; 2 threads b16 under
-heavy oversubscription 0.89-0.92x (each extra op is an OpenMP barrier that a descheduled thread delays).
+at load 8-15, so indicative only): b16 2 threads 1.11x timm, 1 thread 1.17x; b1 1 thread 1.04x; training step
+(b8, 128) 1.06x. See the chunk-size notes in :mod:`convatlas.ops.residual_mlp`.
 
 Card facts / figures (timm 1.0.31, 1000 classes; MACs = FlopCounterMode FLOPs / 2 at 224):
     atto 3,695,520 / 0.547 G; femto 5,217,784 / 0.780; pico 9,045,672 / 1.367; nano 15,593,560 / 2.446;

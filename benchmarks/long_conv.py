@@ -20,6 +20,7 @@ Sections (one run, all ratios measured in the same run with interleaved timing):
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 
@@ -213,7 +214,7 @@ def sparse(args) -> list[dict]:
 
 
 _MEM_CODE = """
-import resource, sys, torch
+import sys, torch
 torch.set_num_threads(1)
 from convatlas.ops.fft_conv import fft_conv, kernel_spectrum
 kind, b, h, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
@@ -222,16 +223,20 @@ s = kernel_spectrum(k, n) if kind == "ours" else None
 def naive():
     v = u * g1
     return torch.fft.irfft(torch.fft.rfft(v, n=2 * n) * torch.fft.rfft(k, n=2 * n), n=2 * n)[..., :n] * g2
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) / 1024
 with torch.no_grad():  # warm up: load FFT code pages / plans on tiny inputs so they are not counted
     for m in (64, 4096):
         w = torch.randn(1, h, m)
         fft_conv(w, k[:, :m], pregate=w, postgate=w)
         torch.fft.irfft(torch.fft.rfft(w, n=2 * m), n=2 * m)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = status("VmRSS")
+open("/proc/self/clear_refs", "w").write("5")  # reset the peak (VmHWM) to the current RSS
 with torch.no_grad():
     y = fft_conv(u, None, spectrum=s, pregate=g1, postgate=g2) if kind == "ours" else naive()
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print((after - before) / 1024, y.numel() * 4 / 2**20)
+print(status("VmHWM") - before, y.numel() * 4 / 2**20)
 """
 
 
@@ -242,8 +247,9 @@ def memory(args) -> list[dict]:
         b = max(1, (1 << 22) // (h * length))
         res = {}
         for kind in ("ours", "naive"):
+            env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}  # large blocks go back to the OS on free
             out = subprocess.run([sys.executable, "-c", _MEM_CODE, kind, str(b), str(h), str(length)],
-                                 capture_output=True, text=True, check=True).stdout.split()
+                                 capture_output=True, text=True, check=True, env=env).stdout.split()
             res[kind], out_mb = float(out[0]), float(out[1])
         rows.append({"L": length, "B": b, "H": h, "output_MB": out_mb, "ours_peak_extra_MB": res["ours"],
                      "naive_peak_extra_MB": res["naive"], "memory_saving": ratio(res["naive"], res["ours"])})

@@ -95,7 +95,7 @@ def one_thread():
 
 @pytest.mark.slow
 def test_learns_delayed_copy_where_short_conv_fails(one_thread) -> None:
-    """Card check: copy the token from t-512 (L=1024); a learned free long kernel succeeds, a 3-tap conv is at chance."""
+    """Card check: copy the token from t-512 (L=1024): a free long kernel succeeds, a 3-tap conv is at chance."""
     vocab, length, lag = 8, 1024, 512
     xte, yte = delayed_copy(64, length, lag, vocab, seed=999)
     accs = {}

@@ -53,7 +53,8 @@ def far_xor(n: int, length: int = 256, *, seed: int = 0, first_span: float = 0.1
 
 
 def delayed_copy(n: int, length: int = 1024, lag: int = 512, vocab: int = 8, *, seed: int = 0) -> tuple[Tensor, Tensor]:
-    """Tokens ``(n, length)`` uniform in ``[0, vocab)``; targets ``(n, length)`` = token at ``t - lag`` (-100 before)."""
+    """Tokens ``(n, length)`` uniform in ``[0, vocab)``; targets ``(n, length)``: the token at ``t - lag``
+    (-100 = ignore for ``t < lag``)."""
     if not 0 < lag < length:
         raise ValueError(f"delayed_copy: need 0 < lag < length, got lag={lag}, length={length}")
     g = torch.Generator().manual_seed(seed)

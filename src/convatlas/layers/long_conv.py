@@ -91,7 +91,9 @@ class LongConv(nn.Module):
         s = None if u.device.type == "meta" else self._spectrum(u.shape[-1])
         if s is not None:
             return fft_conv(u, None, self.D, spectrum=s, pregate=pregate, postgate=postgate)
-        return fft_conv(u, self.kernel, self.D, pregate=pregate, postgate=postgate, backend=self.backend)  # type: ignore[arg-type]
+        return fft_conv(
+            u, self.kernel, self.D, pregate=pregate, postgate=postgate, backend=self.backend  # type: ignore[arg-type]
+        )
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, kernel_size={self.kernel_size}, backend={self.backend!r}"
@@ -132,10 +134,13 @@ class FlashFFTConv(nn.Module):
         ):
             key = (u.shape[-1], k.shape, k.device, k.dtype, k.data_ptr(), k._version)
             if self._cache is None or self._cache[0] != key:
-                self._cache = (key, kernel_spectrum(k, u.shape[-1], n=self.fft_size, backend=self.backend))  # type: ignore[arg-type]
+                spec = kernel_spectrum(k, u.shape[-1], n=self.fft_size, backend=self.backend)  # type: ignore[arg-type]
+                self._cache = (key, spec)
             if self._cache[1].k_f.shape[0] == u.shape[1]:
                 return fft_conv(u, spectrum=self._cache[1], pregate=pregate, postgate=postgate)
-        return fft_conv(u, k, n=self.fft_size, pregate=pregate, postgate=postgate, backend=self.backend)  # type: ignore[arg-type]
+        return fft_conv(
+            u, k, n=self.fft_size, pregate=pregate, postgate=postgate, backend=self.backend  # type: ignore[arg-type]
+        )
 
     def extra_repr(self) -> str:
         return f"fft_size={self.fft_size}, backend={self.backend!r}"

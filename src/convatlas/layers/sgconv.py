@@ -113,7 +113,9 @@ class GConv(nn.Module):
         self.bidirectional, self.transposed, self.init_scale = bidirectional, transposed, init_scale
         self.num_scales = n_scales if n_scales is not None else sgconv_num_scales(l_max, kernel_dim, init_scale)
         if self.num_scales < 1:
-            raise ValueError(f"GConv: n_scales must be >= 1 (l_max={l_max}, kernel_dim={kernel_dim}), got {self.num_scales}")
+            raise ValueError(
+                f"GConv: n_scales must be >= 1 (l_max={l_max}, kernel_dim={kernel_dim}), got {self.num_scales}"
+            )
         c = 2 if bidirectional else 1
         self.D = nn.Parameter(torch.randn(1, d_model))
         self.kernel_list = nn.ParameterList()

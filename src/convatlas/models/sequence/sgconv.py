@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from convatlas.identities import register_identity
 from convatlas.layers.sgconv import GConv
+from convatlas.layers.validation import _tracing
 from convatlas.registry import Reported, register_model
 
 __all__ = ["SGConvClassifier", "SGConvBlock", "sgconv_param_groups"]
@@ -155,7 +156,12 @@ class SGConvClassifier(nn.Module):
                 raise ValueError(f"{name}: expected {layout}, got shape {tuple(x.shape)}")
             if x.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
                 raise ValueError(f"{name}: expected integer token ids {layout}, got dtype {x.dtype}")
-            if x.device.type != "meta" and x.numel() and (int(x.min()) < 0 or int(x.max()) >= self.vocab_size):
+            if (
+                x.device.type != "meta"
+                and not _tracing()
+                and x.numel()
+                and (int(x.min()) < 0 or int(x.max()) >= self.vocab_size)
+            ):
                 raise ValueError(
                     f"{name}: token ids must be in [0, {self.vocab_size}), got range [{int(x.min())}, {int(x.max())}]"
                 )

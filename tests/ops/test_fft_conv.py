@@ -231,3 +231,19 @@ def test_cache_blocked_path_many_blocks(monkeypatch: pytest.MonkeyPatch) -> None
         assert (y - (loop_conv(u, k) + d[:, None] * u)).abs().max() < 1e-10
         u, k, d = (t.clone().requires_grad_() for t in (u[:2, :, :6], k[:, :6], d))
         assert torch.autograd.gradcheck(lambda u, k, d: fft_conv(u, k, d, backend="torch"), (u, k, d), fast_mode=True)
+
+
+def test_fused_inference_path_equals_autograd_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    import convatlas.ops.fft_conv as fc
+
+    monkeypatch.setattr(fc, "_BLOCK_SAMPLES", 16)  # many blocks
+    u = torch.randn(3, 6, 50, dtype=torch.float64)
+    k = torch.randn(6, 50, dtype=torch.float64)
+    d = torch.randn(6, dtype=torch.float64)
+    g1 = torch.randn(1, 6, 50, dtype=torch.float64)  # broadcast over batch
+    g2 = torch.randn(3, 6, 50, dtype=torch.float64)
+    with torch.no_grad():
+        fused = fft_conv(u, k, d, pregate=g1, postgate=g2, backend="torch")
+    trained = fft_conv(u.requires_grad_(), k, d, pregate=g1, postgate=g2, backend="torch")
+    ref = (loop_conv(u.detach() * g1, k) + d[:, None] * u.detach() * g1) * g2
+    assert (fused - ref).abs().max() < 1e-10 and (trained.detach() - ref).abs().max() < 1e-10

@@ -1,10 +1,9 @@
-"""Cache-blocked inference kernel for the channels-last residual MLP of ConvNeXt-style blocks.
+"""Fused inference kernel for the channels-last residual MLP of ConvNeXt-style blocks.
 
-``out = shortcut + gamma * fc2(act(fc1(LayerNorm(x))))`` on token rows ``(N, C)``, computed in row chunks so the
-4C-wide hidden activation is never materialised for the whole map, GELU runs in place and the layer scale is
-fused with the residual add (addcmul). On an idle CPU, with small chunks, the MLP of ConvNeXt-T's first stage
-(batch 16, 56x56 tokens) runs ~2x faster than the layer-by-layer form, which is bound by writing,
-page-faulting and re-reading a 77 MB (N, 4C) tensor. Numbers equal the layer-by-layer form up to float rounding.
+``out = shortcut + gamma * fc2(act(fc1(LayerNorm(x))))`` on token rows ``(N, C)`` with no permute copies, GELU in
+place, the layer scale fused with the residual add (addcmul), and, for very large maps, in row chunks so the
+4C-wide hidden activation is never materialised whole (see the notes on ``_CHUNK_ABOVE``). Numbers equal the
+layer-by-layer form up to float rounding.
 
 Used only for inference on plain CPU tensors (no autograd, no compile/export tracing); models fall back to
 their module-by-module forward otherwise (card: convnext).
@@ -20,14 +19,15 @@ from torch import Tensor
 
 __all__ = ["residual_norm_mlp", "use_fast_inference"]
 
-# Chunking applies when the whole (N, 4C) hidden activation exceeds _CHUNK_ABOVE elements (32 MiB fp32, glibc's
-# largest mmap threshold: bigger buffers are mmapped fresh and page-faulted on every call); chunks then hold at
-# most _CHUNK_ELEMS hidden elements, one buffer reused across chunks. Small chunks are fastest on an idle CPU
-# (the hidden chunk stays in cache), but every op is an OpenMP parallel region, and on an oversubscribed machine
-# each region waits for descheduled threads. ConvNeXt-T b16 fp32, 2 threads at load ~9 on 2 cores, ours/timm:
-# 4 MiB chunks 0.50, 16 MiB 0.88, 32 MiB 1.11, unchunked 1.27; idle, the first-stage MLP alone: 4 MiB chunks 2.2x
-# faster than layer-by-layer, unchunked (in-place GELU only) 1.3x. 32 MiB chunks are the compromise.
-_CHUNK_ABOVE = 1 << 23
+# Chunking applies when the whole (N, 4C) hidden activation exceeds _CHUNK_ABOVE elements (256 MiB fp32, e.g.
+# ConvNeXt-T first stage from batch 54): it bounds peak memory and avoids page-faulting a fresh huge buffer per call.
+# Chunks hold at most _CHUNK_ELEMS hidden elements (32 MiB), one buffer reused across chunks. Small chunks are
+# fastest on an idle CPU (idle, ConvNeXt-T first-stage MLP at b16: 4 MiB chunks 2.2x faster than layer-by-layer,
+# unchunked with in-place GELU 1.3x), but every op is an OpenMP parallel region, and on an oversubscribed machine
+# each region waits for descheduled threads: whole-model ConvNeXt-T b16, 2 threads at load 5-9 on 2 cores,
+# ours/timm = 0.50 (4 MiB chunks), 0.88 (16 MiB), 0.85-1.11 (32 MiB), 1.08-1.27 (unchunked). Unchunked up to
+# 256 MiB is the choice that is never slower than timm in either regime.
+_CHUNK_ABOVE = 1 << 26
 _CHUNK_ELEMS = 1 << 23
 
 

@@ -321,7 +321,7 @@ def test_outputs_match_timm_both_directions(timm, name):
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         expect = ref(x)
-        assert _rel(ours(x), expect) < 1e-5  # inference (cache-blocked) path
+        assert _rel(ours(x), expect) < 1e-5  # inference (fused) path
         assert _rel(ours.forward_head(ours.forward_features(x), pre_logits=True),
                     ref.forward_head(ref.forward_features(x), pre_logits=True)) < 1e-5  # fmt: skip
     assert _rel(ours(x).detach(), expect) < 1e-5  # module-by-module path

@@ -16,11 +16,11 @@ window; pad or resize instead).
 
 Speed (CPU): the network runs channels-last internally (the input is converted once; identical numbers), so
 the block's NHWC LayerNorm/Linear see contiguous memory with no permute copies, and at inference (grad disabled)
-the LN -> fc1 -> GELU -> fc2 -> gamma -> residual chain runs cache-blocked over token rows
+the LN -> fc1 -> GELU (in place) -> fc2 -> gamma + residual (one addcmul) chain runs as one fused call
 (:func:`convatlas.ops.residual_mlp.residual_norm_mlp`). Training, autograd, autocast, torch.compile and export
 use the plain module-by-module forward. Measured (ConvNeXt-T, 224, fp32, same weights, timm 1.0.31, 2-core EPYC
-at load 8-15, so indicative only): b16 2 threads 1.11x timm, 1 thread 1.17x; b1 1 thread 1.04x; training step
-(b8, 128) 1.06x. See the chunk-size notes in :mod:`convatlas.ops.residual_mlp`.
+at load 4-9, alternating runs, so indicative only): b16 2 threads 5.58 vs 5.12 img/s (1.09x), 1 thread 1.09x;
+b1 1.08x; training step (b8, 128x128, 1 thread) 1.06x.
 
 Card facts / figures (timm 1.0.31, 1000 classes; MACs = FlopCounterMode FLOPs / 2 at 224):
     atto 3,695,520 / 0.547 G; femto 5,217,784 / 0.780; pico 9,045,672 / 1.367; nano 15,593,560 / 2.446;
@@ -105,7 +105,7 @@ class ConvNeXtBlock(nn.Module):
             self.mlp = Mlp(dim, hidden, act_layer=act_layer)
         self.gamma = nn.Parameter(torch.full((dim,), float(ls_init_value))) if ls_init_value is not None else None
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-        # the chunked kernel hard-codes exact GELU and no dropout inside the MLP
+        # the fused kernel hard-codes exact GELU and no dropout inside the MLP
         self._fusable = act_layer is nn.GELU
 
     def _fast_ok(self, x: Tensor) -> bool:
@@ -597,7 +597,7 @@ def _identity_layer_scale_zero() -> str:
     return f"max abs error {err:.2e}"
 
 
-@register_identity("convnext", "cache-blocked inference kernel == module-by-module forward (tiny, 64x64)")
+@register_identity("convnext", "fused inference kernel == module-by-module forward (tiny, 64x64)")
 def _identity_fast_path() -> str:
     torch.manual_seed(0)
     m = ConvNeXt(depths=(1, 1, 2, 1), dims=(16, 32, 48, 64), num_classes=5, ls_init_value=0.3).eval()

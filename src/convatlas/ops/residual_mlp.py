@@ -1,7 +1,7 @@
 """Fused inference kernel for the channels-last residual MLP of ConvNeXt-style blocks.
 
 ``out = shortcut + gamma * fc2(act(fc1(LayerNorm(x))))`` on token rows ``(N, C)`` with no permute copies, GELU in
-place, the layer scale fused with the residual add (addcmul), and, for very large maps, in row chunks so the
+place, the layer scale fused with the residual add (addcmul), and, for large maps, in row chunks so the
 4C-wide hidden activation is never materialised whole (see the notes on ``_CHUNK_ABOVE``). Numbers equal the
 layer-by-layer form up to float rounding.
 
@@ -19,15 +19,14 @@ from torch import Tensor
 
 __all__ = ["residual_norm_mlp", "use_fast_inference"]
 
-# Chunking applies when the whole (N, 4C) hidden activation exceeds _CHUNK_ABOVE elements (256 MiB fp32, e.g.
-# ConvNeXt-T first stage from batch 54): it bounds peak memory and avoids page-faulting a fresh huge buffer per call.
-# Chunks hold at most _CHUNK_ELEMS hidden elements (32 MiB), one buffer reused across chunks. Small chunks are
-# fastest on an idle CPU (idle, ConvNeXt-T first-stage MLP at b16: 4 MiB chunks 2.2x faster than layer-by-layer,
-# unchunked with in-place GELU 1.3x), but every op is an OpenMP parallel region, and on an oversubscribed machine
-# each region waits for descheduled threads: whole-model ConvNeXt-T b16, 2 threads at load 5-9 on 2 cores,
-# ours/timm = 0.50 (4 MiB chunks), 0.88 (16 MiB), 0.85-1.11 (32 MiB), 1.08-1.27 (unchunked). Unchunked up to
-# 256 MiB is the choice that is never slower than timm in either regime.
-_CHUNK_ABOVE = 1 << 26
+# Chunking applies when the whole (N, 4C) hidden activation exceeds _CHUNK_ABOVE elements (32 MiB fp32, glibc's
+# largest mmap threshold: bigger buffers are mmapped fresh and page-faulted on every call); chunks then hold at
+# most _CHUNK_ELEMS hidden elements, one buffer reused across chunks (this also bounds peak memory). Measured
+# whole-model ConvNeXt-T b16 fp32, 2 threads, ours/timm, on a lightly loaded 2-core EPYC (load ~2.3):
+# 4 MiB chunks 1.31, 16 MiB 1.26, 32 MiB 1.22, unchunked 1.09. Every op is an OpenMP parallel region, and on an
+# oversubscribed machine each region waits for descheduled threads, so small chunks lose there (load 5-9:
+# 4 MiB 0.50, 16 MiB 0.88, 32 MiB 0.85-1.11, unchunked 1.08-1.27). 32 MiB chunks keep most of the idle gain.
+_CHUNK_ABOVE = 1 << 23
 _CHUNK_ELEMS = 1 << 23
 
 

@@ -19,9 +19,9 @@ the block's NHWC LayerNorm/Linear see contiguous memory with no permute copies, 
 the LN -> fc1 -> GELU (in place) -> fc2 -> gamma + residual (one addcmul) chain runs as one fused call
 (:func:`convatlas.ops.residual_mlp.residual_norm_mlp`). Training, autograd, autocast, torch.compile and export
 use the plain module-by-module forward. Measured (ConvNeXt-T, 224, same weights, timm 1.0.31, 2-core EPYC,
-2 threads, alternating runs): fp32 b16 19.6 vs 15.9 img/s (1.23x) at load ~1.7 (0.85-1.11x when the machine is oversubscribed
-at load 5-9, see :mod:`convatlas.ops.residual_mlp`), pure bf16 b16 57.7 vs 41.8 img/s (1.38x); 1 thread fp32 b16 1.09-1.17x, b1
-1.04-1.08x; training step (b8, 128x128, 1 thread) 1.06x.
+2 threads, alternating runs): fp32 b16 19.6 vs 15.9 img/s (1.23x) at load ~1.7 (0.85-1.11x when the machine
+is oversubscribed at load 5-9, see :mod:`convatlas.ops.residual_mlp`), pure bf16 b16 57.7 vs 41.8 img/s
+(1.38x); 1 thread fp32 b16 1.09-1.17x, b1 1.04-1.08x; training step (b8, 128x128, 1 thread) 1.06x.
 
 Card facts / figures (timm 1.0.31, 1000 classes; MACs = FlopCounterMode FLOPs / 2 at 224):
     atto 3,695,520 / 0.547 G; femto 5,217,784 / 0.780; pico 9,045,672 / 1.367; nano 15,593,560 / 2.446;

@@ -113,12 +113,16 @@ def main(argv: list[str] | None = None) -> int:
                         "timm % peak": 100 * ratio(g_ref, peak),
                     })
                     del m_ours, m_ref, f_ours, f_ref
+    import os
+
+    meta["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
     notes = [
         f"{args.model} at {args.resolution}x{args.resolution}: {gmacs_per_image:.3f} GMACs per image "
         "(FlopCounterMode, conv/linear only); GFLOP/s = 2 x MACs x batch / median time.",
         "ours/timm > 1 means convatlas is faster (throughput ratio, measured in alternation in the same run).",
         f"Same weights in both; max |logit difference| in fp32 = {diff:.2e}.",
         "% peak is relative to the matmul peak of the same dtype measured at the start of this run.",
+        f"Load average at the end of the run: {meta['loadavg_end']}.",
     ]
     write_results(NAME, rows, meta, title=f"ConvNeXt ({args.model}) throughput: convatlas vs timm {timm.__version__}",
                   notes=notes)

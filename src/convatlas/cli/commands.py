@@ -233,7 +233,7 @@ def _print_paper_result(res: Any, verbose: bool = True) -> None:
         else:
             for row, v in zip(rows, res.variants):
                 if not v.ok:
-                    _out("  " + "  ".join(str(x) for x in row))
+                    _out(("  " + "  ".join(str(x) for x in row if x != "")).rstrip())
     for ch in res.identities:
         if verbose or ch.ok is False:
             _out(f"  identity {mark(ch.ok):4s} {ch.name}: {ch.message} ({ch.seconds:.2f} s)")

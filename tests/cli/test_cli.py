@@ -159,3 +159,14 @@ def test_verify_convnext_passes(capsys):
 def test_python_dash_m():
     r = subprocess.run([sys.executable, "-m", "convatlas", "--version"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "convatlas" in r.stdout
+
+
+def test_broken_optional_subcommands_do_not_break_the_cli(capsys, monkeypatch):
+    import types
+
+    broken = types.ModuleType("convatlas.cli.train_cmds")  # no add_subcommands -> AttributeError
+    monkeypatch.setitem(sys.modules, "convatlas.cli.train_cmds", broken)
+    rc, out, _ = run(capsys, "list", "-q", "--paper", "convnext")
+    assert rc == 0 and "convnext_tiny" in out.split()
+    rc, _, err = run(capsys, "train", "convnext_atto")
+    assert rc == 2 and "invalid choice" in err and "train/eval/predict unavailable" in err

@@ -121,7 +121,10 @@ def _add_optional_subcommands(sub: argparse._SubParsersAction) -> None:
     except Exception as exc:  # a broken optional module must not take the whole CLI down
         _OPTIONAL_ERRORS.append(f"train/eval/predict unavailable: {type(exc).__name__}: {exc}")
         return
-    train_cmds.add_subcommands(sub)
+    try:
+        train_cmds.add_subcommands(sub)
+    except Exception as exc:
+        _OPTIONAL_ERRORS.append(f"train/eval/predict unavailable: {type(exc).__name__}: {exc}")
 
 
 def _one_line(exc: BaseException) -> str:

@@ -120,6 +120,8 @@ def _spawn_entry(rank: int, world: int, port: int, fn: Callable, args: tuple) ->
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         fn(rank, world, *args)
+        # Leave together: a rank tearing down gloo while its peer still talks to it can abort the peer.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtype", default="fp32", help="fp32 or bf16 (model and input cast)")
     p.add_argument("--channels-last", action="store_true", help="channels_last model + input for both libraries")
     p.add_argument("--resolution", type=int, default=224)
+    p.add_argument("--name", default=NAME, help=f"results file stem (default {NAME})")
     args = p.parse_args(argv)
     try:
         import timm
@@ -137,7 +138,14 @@ def main(argv: list[str] | None = None) -> int:
             "On a CPU the depthwise conv is a smaller share of the time than on a GPU (the 1x1 convs / MLP dominate), "
             "so the gain is expected to be smaller; MACs 4.19 vs 4.46 G give a 1.06x upper bound for a MAC-bound device."
         )
-    write_results(NAME, rows, meta, title=f"ConvNet backbones: convatlas vs timm {timm.__version__}", notes=notes)
+    import os
+
+    meta["loadavg_end"] = list(os.getloadavg())
+    notes.append(
+        "On a contended machine the matmul peak measured at the start can be far below the idle peak "
+        "(~177 GFLOP/s fp32 on this 2-core machine), so '% peak' may exceed 100; compare ratios, not absolutes."
+    )
+    write_results(args.name, rows, meta, title=f"ConvNet backbones: convatlas vs timm {timm.__version__}", notes=notes)
     return 0
 
 

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from convatlas.layers.validation import check_input
 
-__all__ = ["FeatureExtractor", "StagedBackbone", "checkpoint_seq", "trunc_normal_init"]
+__all__ = ["FeatureExtractor", "LinearHeadBackbone", "StagedBackbone", "checkpoint_seq", "trunc_normal_init"]
 
 
 class FeatureExtractor(nn.Module):
@@ -75,21 +75,25 @@ class StagedBackbone(nn.Module):
     ``grad_checkpointing`` flag if it supports checkpointing), ``self.head`` (a head module with
     ``forward(x, pre_logits=False)``, ``reset(num_classes, pool_type)`` and ``fc``; see ``layers/classifier.py``),
     and sets ``self.in_chans``, ``self.num_classes``, ``self.num_features`` and ``self.feature_info``.
-    ``self.min_input_size`` (default 32) bounds the accepted spatial size. Subclasses may override
-    ``forward_head`` (e.g. for a final norm before the head) or ``_check``.
+    ``self.min_input_size`` (default 32) and ``self.input_multiple`` (default 1) bound the accepted spatial size.
+    With grad checkpointing on (in training), a stage with its own ``grad_checkpointing`` flag handles it; any
+    other ``nn.Sequential`` stage is checkpointed block by block here. Subclasses may override ``forward_head``
+    (e.g. for a final norm before the head), ``forward_stages`` or ``_check``.
     """
 
     min_input_size: int = 32
+    input_multiple: int = 1
     grad_checkpointing: bool = False
 
     def _check(self, x: Tensor) -> None:
         name = getattr(self, "pretrained_cfg", {}).get("architecture", type(self).__name__)
-        check_input(name, x, ndim=4, channels=self.in_chans, min_size=self.min_input_size)
+        check_input(name, x, ndim=4, channels=self.in_chans, min_size=self.min_input_size,
+                    multiple_of=self.input_multiple if self.input_multiple > 1 else None)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Checkpoint activations block by block (memory for recompute)."""
         self.grad_checkpointing = enable
-        for stage in self.stages:
+        for stage in getattr(self, "stages", ()):
             if hasattr(stage, "grad_checkpointing"):
                 stage.grad_checkpointing = enable
 
@@ -99,8 +103,12 @@ class StagedBackbone(nn.Module):
         x = self.stem(x)
         last = len(self.stages) - 1 if max_index is None else max_index
         out = []
+        ckpt = self.grad_checkpointing and self.training
         for i, stage in enumerate(self.stages):
-            x = stage(x)
+            if ckpt and isinstance(stage, nn.Sequential) and not hasattr(stage, "grad_checkpointing"):
+                x = checkpoint_seq(stage, x)
+            else:
+                x = stage(x)
             out.append(x)
             if i >= last:
                 break
@@ -108,8 +116,7 @@ class StagedBackbone(nn.Module):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """(B, C, H, W) -> last stage map (B, num_features, H/r, W/r)."""
-        self._check(x)
-        return self.stages(self.stem(x))
+        return self.forward_stages(x)[-1]
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         """Last stage map -> logits (B, num_classes), or pooled pre-logit features."""
@@ -129,6 +136,41 @@ class StagedBackbone(nn.Module):
     def remove_head(self) -> None:
         """Drop the head (used by :class:`FeatureExtractor`)."""
         self.head = nn.Identity()
+        self.num_classes = 0
+
+
+class LinearHeadBackbone(StagedBackbone):
+    """A :class:`StagedBackbone` whose classifier is a plain ``nn.Linear`` (``nn.Identity`` for 0 classes).
+
+    The classifier is the attribute ``classifier_name`` (``"head"``; torchvision layouts: ``"fc"``) over
+    ``head_hidden_size`` features (default ``num_features``); build it with ``self.reset_classifier(num_classes)``.
+    The default head is global average pooling -> classifier; a subclass with modules in between (a norm, an
+    embedding) overrides ``forward_head`` and lists them in ``pre_head_modules`` so that ``remove_head`` drops them.
+    """
+
+    classifier_name: str = "head"
+    pre_head_modules: tuple[str, ...] = ()
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """(B, C, H, W) -> logits (B, num_classes), or the pooled (B, C) features if ``pre_logits``."""
+        x = x.mean((2, 3))
+        return x if pre_logits else self.get_classifier()(x)
+
+    def get_classifier(self) -> nn.Module:
+        return getattr(self, self.classifier_name)
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """Replace the classifier with ``num_classes`` outputs (0: return pooled features)."""
+        if global_pool not in (None, "avg"):
+            raise ValueError(f"{type(self).__name__}: only global_pool='avg' is supported, got {global_pool!r}")
+        self.num_classes = num_classes
+        width = getattr(self, "head_hidden_size", self.num_features)
+        setattr(self, self.classifier_name, nn.Linear(width, num_classes) if num_classes > 0 else nn.Identity())
+
+    def remove_head(self) -> None:
+        """Drop the classifier and ``pre_head_modules`` (used by :class:`FeatureExtractor`)."""
+        for name in (*self.pre_head_modules, self.classifier_name):
+            setattr(self, name, nn.Identity())
         self.num_classes = 0
 
 

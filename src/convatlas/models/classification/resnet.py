@@ -12,8 +12,7 @@ from typing import Callable, Sequence
 
 from torch import Tensor, nn
 
-from convatlas.layers import check_input
-from convatlas.models.backbone import checkpoint_seq
+from convatlas.models.backbone import LinearHeadBackbone
 from convatlas.registry import Reported, register_model
 
 __all__ = ["ResNet", "BasicBlock", "Bottleneck", "resnet_kwargs"]
@@ -72,7 +71,7 @@ class Bottleneck(nn.Module):
         return self.relu(out + idt)
 
 
-class ResNet(nn.Module):
+class ResNet(LinearHeadBackbone):
     """ImageNet ResNet (7x7 s2 stem + max-pool, four stages, global pool, Linear): (B, 3, H, W) -> (B, classes).
 
     Args:
@@ -86,6 +85,9 @@ class ResNet(nn.Module):
         zero_init_residual: zero the last BN of each block (torchvision option, off by default).
     """
 
+    min_input_size = 1
+    classifier_name = "fc"  # torchvision layout: conv1/bn1/layer1..4/fc
+
     def __init__(
         self,
         block: str = "bottleneck",
@@ -98,8 +100,7 @@ class ResNet(nn.Module):
     ) -> None:
         super().__init__()
         blk = {"basic": BasicBlock, "bottleneck": Bottleneck}[block]
-        self.in_chans, self.num_classes = in_chans, num_classes
-        self.grad_checkpointing = False
+        self.in_chans = in_chans
         stem = widths[0]
         self.conv1 = nn.Conv2d(in_chans, stem, 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(stem)
@@ -119,7 +120,7 @@ class ResNet(nn.Module):
             self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
             self.feature_info.append({"num_chs": cin, "reduction": 4 * 2**i, "module": f"layer{i + 1}"})
         self.num_features = cin
-        self.fc = nn.Linear(cin, num_classes) if num_classes > 0 else nn.Identity()
+        self.reset_classifier(num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -135,42 +136,9 @@ class ResNet(nn.Module):
     def stages(self) -> list[nn.Sequential]:
         return [self.layer1, self.layer2, self.layer3, self.layer4]
 
-    def forward_stages(self, x: Tensor, max_index: int | None = None) -> list[Tensor]:
-        """[(B, C_i, H/r_i, W/r_i)] for stages 0..max_index (reductions 4, 8, 16, 32)."""
-        check_input(type(self).__name__, x, ndim=4, channels=self.in_chans, min_size=1)
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        out = []
-        last = 3 if max_index is None else max_index
-        for i, stage in enumerate(self.stages):
-            x = checkpoint_seq(stage, x) if self.grad_checkpointing and self.training else stage(x)
-            out.append(x)
-            if i >= last:
-                break
-        return out
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        """(B, in_chans, H, W) -> (B, num_features, H/32, W/32)."""
-        return self.forward_stages(x)[-1]
-
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = x.mean((2, 3))
-        return x if pre_logits else self.fc(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        if global_pool not in (None, "avg"):
-            raise ValueError(f"ResNet: only global_pool='avg' is supported, got {global_pool!r}")
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
-    def remove_head(self) -> None:
-        self.fc = nn.Identity()
-        self.num_classes = 0
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
+    def stem(self, x: Tensor) -> Tensor:
+        """(B, in_chans, H, W) -> (B, widths[0], H/4, W/4)."""
+        return self.maxpool(self.relu(self.bn1(self.conv1(x))))
 
 
 def resnet_kwargs(depth: int) -> dict:

@@ -26,9 +26,9 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from convatlas.layers import DropPath, check_input
+from convatlas.layers import DropPath
 from convatlas.layers.aff_filter import AFFilter
-from convatlas.models.backbone import checkpoint_seq
+from convatlas.models.backbone import LinearHeadBackbone
 from convatlas.registry import Reported, register_model
 
 __all__ = ["AFFNet", "AFFBlock", "AFFUnit", "InvertedResidual"]
@@ -103,7 +103,7 @@ class AFFBlock(nn.Module):
         return y if self.fusion is None else self.fusion(torch.cat((x, y), dim=1))
 
 
-class AFFNet(nn.Module):
+class AFFNet(LinearHeadBackbone):
     """AFFNet backbone: (B, 3, H, W) -> (B, num_classes); H, W divisible by 32.
 
     Args:
@@ -115,6 +115,9 @@ class AFFNet(nn.Module):
         drop_rate: dropout before the classifier; drop_path_rate: max stochastic depth (linear over units).
         act_layer: activation (SiLU).
     """
+
+    input_multiple = 32
+    pre_head_modules = ("conv_1x1_exp",)  # the final 1x1 expansion belongs to the head
 
     def __init__(
         self,
@@ -131,8 +134,7 @@ class AFFNet(nn.Module):
         act_layer: Callable[[], nn.Module] = nn.SiLU,
     ) -> None:
         super().__init__()
-        self.in_chans, self.num_classes = in_chans, num_classes
-        self.grad_checkpointing = False
+        self.in_chans = in_chans
         act = act_layer
         self.stem = conv_bn(in_chans, stem, 3, 2, act=act)
         cin = stem
@@ -158,7 +160,7 @@ class AFFNet(nn.Module):
         self.conv_1x1_exp = conv_bn(cin, exp, 1, act=act)
         self.num_features = exp
         self.head_drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(exp, num_classes) if num_classes > 0 else nn.Identity()
+        self.reset_classifier(num_classes)
         self._init()
 
     def _init(self) -> None:
@@ -172,42 +174,10 @@ class AFFNet(nn.Module):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 nn.init.zeros_(m.bias)
 
-    def forward_stages(self, x: Tensor, max_index: int | None = None) -> list[Tensor]:
-        """[(B, C_i, H/2^(i+1), W/2^(i+1))] for stages 0..max_index."""
-        check_input(type(self).__name__, x, ndim=4, channels=self.in_chans, multiple_of=32)
-        x = self.stem(x)
-        out = []
-        last = len(self.stages) - 1 if max_index is None else max_index
-        for i, stage in enumerate(self.stages):
-            x = checkpoint_seq(stage, x) if self.grad_checkpointing and self.training else stage(x)
-            out.append(x)
-            if i >= last:
-                break
-        return out
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        """(B, 3, H, W) -> (B, C5, H/32, W/32) (before the 1x1 expansion, which belongs to the head)."""
-        return self.forward_stages(x)[-1]
-
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         x = self.conv_1x1_exp(x).mean((2, 3))
         x = self.head_drop(x)
         return x if pre_logits else self.head(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
-    def remove_head(self) -> None:
-        self.conv_1x1_exp = nn.Identity()
-        self.head = nn.Identity()
-        self.num_classes = 0
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
 
 
 _CFGS: dict[str, dict[str, Any]] = {

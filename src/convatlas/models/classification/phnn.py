@@ -25,9 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from convatlas.layers import check_input
 from convatlas.layers.phc_conv import PHConv, PHMLinear
-from convatlas.models.backbone import checkpoint_seq
+from convatlas.models.backbone import LinearHeadBackbone
 from convatlas.registry import Reported, register_model
 
 __all__ = ["PHCResNet", "PHCVGG", "add_grayscale_channel", "checkpoint_filter_fn"]
@@ -107,24 +106,7 @@ class Bottleneck(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
-class _Classifier(nn.Module):
-    """Shared pieces of the backbone contract for both PHC networks."""
-
-    num_classes: int
-    num_features: int
-    grad_checkpointing: bool
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
-    def _check(self, x: Tensor) -> None:
-        check_input(type(self).__name__, x, ndim=4, channels=self.in_chans, min_size=1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
-
-
-class PHCResNet(_Classifier):
+class PHCResNet(LinearHeadBackbone):
     """CIFAR ResNet with PHC convolutions: (B, in_chans, H, W) -> (B, num_classes).
 
     Args:
@@ -136,6 +118,8 @@ class PHCResNet(_Classifier):
         in_chans: 4 (gray + RGB) for n = 2/4, 3 for n = 3.
         num_classes: classifier outputs (head is a plain nn.Linear, as in the official code).
     """
+
+    min_input_size = 1
 
     def __init__(
         self,
@@ -150,8 +134,7 @@ class PHCResNet(_Classifier):
         super().__init__()
         blk = {"basic": BasicBlock, "bottleneck": Bottleneck}[block]
         conv = _conv_factory(n, algebra)
-        self.in_chans, self.n, self.num_classes = in_chans, n, num_classes
-        self.grad_checkpointing = False
+        self.in_chans, self.n = in_chans, n
         self.stem = nn.Sequential(conv(in_chans, widths[0], 3, 1, 1), nn.BatchNorm2d(widths[0]), nn.ReLU())
         cin = widths[0]
         stages, self.feature_info = [], []
@@ -165,42 +148,13 @@ class PHCResNet(_Classifier):
             self.feature_info.append({"num_chs": cin, "reduction": 2**i, "module": f"stages.{i}"})
         self.stages = nn.Sequential(*stages)
         self.num_features = cin
-        self.head = nn.Linear(cin, num_classes) if num_classes > 0 else nn.Identity()
-
-    def forward_stages(self, x: Tensor, max_index: int | None = None) -> list[Tensor]:
-        """Per-stage maps [(B, C_i, H/r_i, W/r_i)] up to stage ``max_index``."""
-        self._check(x)
-        x = self.stem(x)
-        out = []
-        last = len(self.stages) - 1 if max_index is None else max_index
-        for i, stage in enumerate(self.stages):
-            x = checkpoint_seq(stage, x) if self.grad_checkpointing and self.training else stage(x)
-            out.append(x)
-            if i >= last:
-                break
-        return out
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        """(B, in_chans, H, W) -> (B, num_features, H/8, W/8)."""
-        return self.forward_stages(x)[-1]
-
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = x.mean((2, 3))
-        return x if pre_logits else self.head(x)
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
-    def remove_head(self) -> None:
-        self.head = nn.Identity()
-        self.num_classes = 0
+        self.reset_classifier(num_classes)
 
 
 VGG19_LARGE = (24, 24, "M", 72, 72, "M", 216, 216, 216, 216, "M", 648, 648, 648, 648, "M", 648, 648, 648, 648, "M")
 
 
-class PHCVGG(_Classifier):
+class PHCVGG(LinearHeadBackbone):
     """VGG-BN with PHC convolutions and a PHM classifier: (B, in_chans, 32, 32) -> (B, num_classes).
 
     Args:
@@ -211,6 +165,9 @@ class PHCVGG(_Classifier):
 
     Features are globally averaged (the official code flattens a 1x1 map at 32x32: the same thing).
     """
+
+    min_input_size = 1
+    pre_head_modules = ("pre_logits",)
 
     def __init__(
         self,
@@ -225,8 +182,7 @@ class PHCVGG(_Classifier):
         super().__init__()
         conv = _conv_factory(n, algebra, real_bias=True)
         linear = _linear_factory(n, algebra)
-        self.in_chans, self.n, self.num_classes = in_chans, n, num_classes
-        self.grad_checkpointing = False
+        self.in_chans, self.n = in_chans, n
         self.stem = nn.Identity()
         stages: list[nn.Module] = []
         cur: list[nn.Module] = []
@@ -252,24 +208,12 @@ class PHCVGG(_Classifier):
             nn.Dropout(drop_rate), linear(cin, hidden), nn.ReLU(True),
             nn.Dropout(drop_rate), linear(hidden, hidden), nn.ReLU(True),
         )
-        self.hidden = hidden
-        self.head = nn.Linear(hidden, num_classes) if num_classes > 0 else nn.Identity()
-
-    forward_stages = PHCResNet.forward_stages
-    forward_features = PHCResNet.forward_features
+        self.head_hidden_size = hidden
+        self.reset_classifier(num_classes)
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         x = self.pre_logits(x.mean((2, 3)))
         return x if pre_logits else self.head(x)
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        self.head = nn.Linear(self.hidden, num_classes) if num_classes > 0 else nn.Identity()
-
-    def remove_head(self) -> None:
-        self.pre_logits = nn.Identity()
-        self.head = nn.Identity()
-        self.num_classes = 0
 
 
 def checkpoint_filter_fn(state_dict: dict[str, Tensor], model: nn.Module) -> dict[str, Tensor]:

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from convatlas.layers import check_input
 from convatlas.layers.tvconv import TVConv
-from convatlas.models.backbone import checkpoint_seq
+from convatlas.models.backbone import LinearHeadBackbone
 from convatlas.registry import Reported, register_model
 
 __all__ = ["FaceMobileNetV2", "TVConvInvertedResidual", "make_divisible"]
@@ -83,7 +83,7 @@ class TVConvInvertedResidual(nn.Module):
         return x + self.conv(x) if self.use_res else self.conv(x)
 
 
-class FaceMobileNetV2(nn.Module):
+class FaceMobileNetV2(LinearHeadBackbone):
     """Face MobileNetV2 (stride-1 stem) with TVConv or depthwise atoms: (B, 3, S, S) -> (B, num_classes).
 
     Args:
@@ -97,6 +97,8 @@ class FaceMobileNetV2(nn.Module):
         in_chans: input channels.
         tvconv_kwargs: TVConv options.
     """
+
+    pre_head_modules = ("out_norm", "out_drop", "embed", "embed_norm")
 
     def __init__(
         self,
@@ -112,8 +114,7 @@ class FaceMobileNetV2(nn.Module):
         **tvconv_kwargs: Any,
     ) -> None:
         super().__init__()
-        self.in_chans, self.input_size, self.num_classes = in_chans, input_size, num_classes
-        self.grad_checkpointing = False
+        self.in_chans, self.input_size = in_chans, input_size
         cin = make_divisible(32 * width_mult)
         last = make_divisible(last_channel * max(1.0, width_mult))
         self.stem = _conv_bn_relu6(in_chans, cin, 3, 1)
@@ -147,7 +148,7 @@ class FaceMobileNetV2(nn.Module):
         self.embed = nn.Linear(last, embedding_size)
         self.embed_norm = nn.BatchNorm1d(embedding_size)
         self.num_features = embedding_size
-        self.head = nn.Linear(embedding_size, num_classes) if num_classes > 0 else nn.Identity()
+        self.reset_classifier(num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out")
@@ -169,43 +170,11 @@ class FaceMobileNetV2(nn.Module):
                 f"the resolution), got shape {tuple(x.shape)}"
             )
 
-    def forward_stages(self, x: Tensor, max_index: int | None = None) -> list[Tensor]:
-        """[(B, C_i, S/r_i, S/r_i)] for stages 0..max_index (reductions 1, 2, 4, 8, 16)."""
-        self._check(x)
-        x = self.stem(x)
-        out = []
-        last = len(self.stages) - 1 if max_index is None else max_index
-        for i, stage in enumerate(self.stages):
-            x = checkpoint_seq(stage, x) if self.grad_checkpointing and self.training else stage(x)
-            out.append(x)
-            if i >= last:
-                break
-        return out
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        """(B, 3, S, S) -> (B, 512, S/16, S/16)."""
-        return self.forward_stages(x)[-1]
-
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         """Feature map -> 512-d embedding (``pre_logits``) -> logits."""
         x = self.out_drop(self.out_norm(x)).mean((2, 3))
         x = self.embed_norm(self.embed(x))
         return x if pre_logits else self.head(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
-    def remove_head(self) -> None:
-        for name in ("out_norm", "out_drop", "embed", "embed_norm", "head"):
-            setattr(self, name, nn.Identity())
-        self.num_classes = 0
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
 
     def reparameterize(self) -> None:
         """Switch every TVConv to its inference form (generated kernels stored as buffers)."""

@@ -21,8 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from convatlas.layers import check_input
-from convatlas.models.backbone import checkpoint_seq
+from convatlas.models.backbone import LinearHeadBackbone, checkpoint_seq
 from convatlas.ops.wavelets import haar_dwt2d_multilevel
 from convatlas.registry import Reported, register_model
 
@@ -79,7 +78,7 @@ class WaveBlock(nn.Module):
         return y
 
 
-class WaveMix(nn.Module):
+class WaveMix(LinearHeadBackbone):
     """WaveMix classifier: (B, 3, H, W) -> (B, num_classes).
 
     Args:
@@ -89,6 +88,8 @@ class WaveMix(nn.Module):
         patch_size: p for the pachify stem; stride: s for the strided stem.
         in_chans / num_classes: input channels / classes.
     """
+
+    min_input_size = 1
 
     def __init__(
         self,
@@ -106,8 +107,7 @@ class WaveMix(nn.Module):
     ) -> None:
         super().__init__()
         c = final_dim
-        self.in_chans, self.num_classes, self.level = in_chans, num_classes, level
-        self.grad_checkpointing = False
+        self.in_chans, self.level = in_chans, level
         if stem == "pachify":
             self.stem = nn.Sequential(
                 nn.Conv2d(in_chans, c // 4, 3, 1, 1), nn.Conv2d(c // 4, c // 2, 3, 1, 1),
@@ -125,12 +125,12 @@ class WaveMix(nn.Module):
         self.layers = nn.Sequential(*[WaveBlock(c, level, mult, ff_channel, dropout) for _ in range(depth)])
         self.num_features = c
         self.feature_info = [{"num_chs": c, "reduction": self.reduction, "module": "layers"}]
-        self.head = nn.Linear(c, num_classes) if num_classes > 0 else nn.Identity()
+        self.input_multiple = self.reduction * 2**level
+        self.reset_classifier(num_classes)
 
     def forward_stages(self, x: Tensor, max_index: int | None = None) -> list[Tensor]:
         """One resolution-preserving stage: [(B, C, H/r, W/r)]."""
-        check_input(type(self).__name__, x, ndim=4, channels=self.in_chans,
-                    multiple_of=self.reduction * 2**self.level)
+        self._check(x)
         x = self.stem(x)
         for blk in self.layers:
             if self.grad_checkpointing and self.training:
@@ -138,28 +138,6 @@ class WaveMix(nn.Module):
             else:
                 x = blk(x) + x
         return [x]
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        """(B, 3, H, W) -> (B, C, H/r, W/r)."""
-        return self.forward_stages(x)[0]
-
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = x.mean((2, 3))
-        return x if pre_logits else self.head(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
-    def remove_head(self) -> None:
-        self.head = nn.Identity()
-        self.num_classes = 0
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
 
 
 def checkpoint_filter_fn(state_dict: dict[str, Tensor], model: nn.Module | None = None) -> dict[str, Tensor]:

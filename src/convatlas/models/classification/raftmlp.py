@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from convatlas.layers import DropPath, check_input
+from convatlas.layers import DropPath
+from convatlas.models.backbone import LinearHeadBackbone, checkpoint_seq
 from convatlas.registry import Reported, register_model
 
 __all__ = ["checkpoint_filter_fn", "RaftMLP", "RaftTokenMixing", "CrossScaleEmbedding", "ChannelBlock", "OriginalTokenMixing"]
@@ -154,7 +155,7 @@ class RaftLayer(nn.Sequential):
         super().__init__(*mods, ChannelBlock(dim, channel_exp, drop, drop_path))
 
 
-class RaftMLP(nn.Module):
+class RaftMLP(LinearHeadBackbone):
     """Hierarchical RaftMLP: (B, 3, H, W) -> (B, num_classes).
 
     Args:
@@ -164,6 +165,9 @@ class RaftMLP(nn.Module):
         drop_rate: dropout inside MLPs; drop_path_rate: the same stochastic-depth rate on every residual branch.
         in_chans / num_classes: input channels / classes.
     """
+
+    min_input_size = 1
+    pre_head_modules = ("norm",)
 
     def __init__(
         self,
@@ -177,8 +181,7 @@ class RaftMLP(nn.Module):
         num_classes: int = 1000,
     ) -> None:
         super().__init__()
-        self.in_chans, self.num_classes, self.img_size = in_chans, num_classes, img_size
-        self.grad_checkpointing = False
+        self.in_chans, self.img_size = in_chans, img_size
         cin, grid, red = in_chans, img_size, 1
         self.levels = nn.ModuleList()
         self.feature_info = []
@@ -195,10 +198,10 @@ class RaftMLP(nn.Module):
         self.total_stride = red
         self.num_features = cin
         self.norm = nn.LayerNorm(cin)
-        self.head = nn.Linear(cin, num_classes) if num_classes > 0 else nn.Identity()
+        self.reset_classifier(num_classes)
 
     def _prepare(self, x: Tensor) -> Tensor:
-        check_input(type(self).__name__, x, ndim=4, channels=self.in_chans, min_size=1)
+        self._check(x)
         h, w = x.shape[-2:]
         s = self.total_stride
         th, tw = math.ceil(h / s) * s, math.ceil(w / s) * s
@@ -212,40 +215,16 @@ class RaftMLP(nn.Module):
         out = []
         last = len(self.levels) - 1 if max_index is None else max_index
         for i, level in enumerate(self.levels):
-            if self.grad_checkpointing and self.training:
-                from torch.utils.checkpoint import checkpoint
-
-                tokens = checkpoint(level, x, use_reentrant=False)
-            else:
-                tokens = level(x)
+            tokens = checkpoint_seq(level, x) if self.grad_checkpointing and self.training else level(x)
             x = tokens.permute(0, 3, 1, 2)
             out.append(x)
             if i >= last:
                 break
         return out
 
-    def forward_features(self, x: Tensor) -> Tensor:
-        """(B, 3, H, W) -> (B, C, H/32, W/32) (channels-first view of the last token grid)."""
-        return self.forward_stages(x)[-1]
-
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         x = self.norm(x.permute(0, 2, 3, 1)).mean((1, 2))
         return x if pre_logits else self.head(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
-    def remove_head(self) -> None:
-        self.norm = nn.Identity()
-        self.head = nn.Identity()
-        self.num_classes = 0
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
 
 
 def checkpoint_filter_fn(state_dict: dict[str, Tensor], model: nn.Module | None = None) -> dict[str, Tensor]:

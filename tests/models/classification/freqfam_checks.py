@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from convatlas.analysis.complexity import measure_entry
-from convatlas.registry import get_entry
+from convatlas.registry import create_model, get_entry
 
 
 def check_reported(name: str) -> str:
@@ -89,6 +89,19 @@ def check_bf16_and_channels_last(model: nn.Module, x: torch.Tensor) -> None:
         m_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
         ycl = m_cl(x.contiguous(memory_format=torch.channels_last))
         assert torch.allclose(ycl, ref, atol=1e-4, rtol=1e-3)
+
+
+def check_tiny(name: str, num_classes: int = 10) -> tuple[nn.Module, torch.Tensor]:
+    """Contract, bad inputs, state-dict round trip, bf16 and channels_last on the registered tiny model ``name``
+    at its ``test_input_size`` (batch 2); returns the (eval-mode) model and input for family-specific checks."""
+    torch.manual_seed(0)
+    model = create_model(name)
+    x = torch.randn(2, *get_entry(name).test_input_size)
+    check_contract(model, x, num_classes)
+    check_bad_inputs(model, x)
+    check_state_dict_roundtrip(model, lambda: create_model(name), x)
+    check_bf16_and_channels_last(model, x)
+    return model, x
 
 
 def train_digits(

@@ -9,14 +9,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from freqfam_checks import (  # noqa: E402
-    check_bad_inputs,
-    check_bf16_and_channels_last,
-    check_contract,
-    check_reported,
-    check_state_dict_roundtrip,
-    train_digits,
-)
+from freqfam_checks import check_reported, check_tiny, train_digits  # noqa: E402
 
 from convatlas import create_model, list_models  # noqa: E402
 from convatlas.models.classification.affnet import AFFNet  # noqa: E402
@@ -38,15 +31,9 @@ def test_resolution_independent_weights() -> None:
 
 
 def test_tiny_contract_and_safety() -> None:
-    torch.manual_seed(0)
-    model = create_model("test_aff")
-    x = torch.randn(2, 3, 64, 64)
-    check_contract(model, x, 10)
-    check_bad_inputs(model, x)
+    model, _ = check_tiny("test_aff")
     with pytest.raises(ValueError, match="multiple of 32"):
         model(torch.randn(1, 3, 40, 40))
-    check_state_dict_roundtrip(model, lambda: create_model("test_aff"), x)
-    check_bf16_and_channels_last(model, x)
 
 
 @pytest.mark.slow

@@ -9,14 +9,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from freqfam_checks import (  # noqa: E402
-    check_bad_inputs,
-    check_bf16_and_channels_last,
-    check_contract,
-    check_reported,
-    check_state_dict_roundtrip,
-    train_digits,
-)
+from freqfam_checks import check_reported, check_tiny, train_digits  # noqa: E402
 
 from convatlas import create_model, list_models  # noqa: E402
 from convatlas.models.classification.raftmlp import RaftMLP, RaftTokenMixing  # noqa: E402
@@ -66,13 +59,7 @@ def test_resolution_change_is_interpolated() -> None:
 
 
 def test_tiny_contract_and_safety() -> None:
-    torch.manual_seed(0)
-    model = create_model("test_raftmlp")
-    x = torch.randn(2, 3, 32, 32)
-    check_contract(model, x, 10)
-    check_bad_inputs(model, x)
-    check_state_dict_roundtrip(model, lambda: create_model("test_raftmlp"), x)
-    check_bf16_and_channels_last(model, x)
+    check_tiny("test_raftmlp")
 
 
 @pytest.mark.slow

@@ -9,13 +9,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from freqfam_checks import (  # noqa: E402
-    check_bad_inputs,
-    check_bf16_and_channels_last,
-    check_contract,
-    check_state_dict_roundtrip,
-    train_digits,
-)
+from freqfam_checks import check_tiny, train_digits  # noqa: E402
 
 from convatlas import create_model, list_models  # noqa: E402
 from convatlas.analysis.complexity import measure_entry  # noqa: E402
@@ -45,15 +39,9 @@ def test_tvconv_resolutions_follow_official_settings() -> None:
 
 
 def test_tiny_contract_reparam_and_safety() -> None:
-    torch.manual_seed(0)
-    model = create_model("test_tvconv")
-    x = torch.randn(2, 3, 32, 32)
-    check_contract(model, x, 10)
-    check_bad_inputs(model, x)
+    model, x = check_tiny("test_tvconv")
     with pytest.raises(ValueError, match="fixes"):
         model(torch.randn(2, 3, 40, 40))
-    check_state_dict_roundtrip(model, lambda: create_model("test_tvconv"), x)
-    check_bf16_and_channels_last(model, x)
     model.eval()
     with torch.no_grad():
         ref = model(x)

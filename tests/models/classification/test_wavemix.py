@@ -9,14 +9,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from freqfam_checks import (  # noqa: E402
-    check_bad_inputs,
-    check_bf16_and_channels_last,
-    check_contract,
-    check_reported,
-    check_state_dict_roundtrip,
-    train_digits,
-)
+from freqfam_checks import check_reported, check_tiny, train_digits  # noqa: E402
 
 from convatlas import create_model, list_models  # noqa: E402
 from convatlas.models.classification.wavemix import WaveBlock, WaveMix, checkpoint_filter_fn  # noqa: E402
@@ -46,15 +39,9 @@ def test_multilevel_block_shapes() -> None:
 
 
 def test_tiny_contract_and_safety() -> None:
-    torch.manual_seed(0)
-    model = create_model("test_wavemix")
-    x = torch.randn(2, 3, 32, 32)
-    check_contract(model, x, 10)
-    check_bad_inputs(model, x)
+    model, _ = check_tiny("test_wavemix")
     with pytest.raises(ValueError, match="multiple of 8"):
         model(torch.randn(2, 3, 36, 36))
-    check_state_dict_roundtrip(model, lambda: create_model("test_wavemix"), x)
-    check_bf16_and_channels_last(model, x)
 
 
 def test_official_key_mapping() -> None:

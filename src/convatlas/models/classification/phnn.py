@@ -266,57 +266,34 @@ _RESNETS = {  # name -> (block, layers, {n: params})
 _VGG = {1: 29_806_930, 2: 14_909_938, 3: 9_946_504, 4: 7_465_390}
 
 
-def _chans(n: int) -> int:
-    return 3 if n in (1, 3) else 4
-
-
-def _register_resnet(arch: str, n: int) -> None:
-    block, layers, counts = _RESNETS[arch]
+def _register(arch: str, n: int) -> None:
+    """Register ``phc_{arch}_large_{n2,n3,n4,real}`` (n = 1: the real-valued baseline) for a ResNet or VGG19."""
     suffix = "real" if n == 1 else f"n{n}"
-    name = f"phc_{arch}_large_{suffix}"
-    c = _chans(n)
+    name, c = f"phc_{arch}_large_{suffix}", 3 if n in (1, 3) else 4
+    args = dict(n=max(n, 1), algebra="real" if n == 1 else "learned", in_chans=c, num_classes=10)
+    if arch == "vgg19":
+        cls, params, size, what = PHCVGG, _VGG[n], 32, "PHC VGG19-BN Large"
+    else:
+        block, layers, counts = _RESNETS[arch]
+        cls, params, size, what = PHCResNet, counts[n], 16, f"PHC {arch} Large"
+        args.update(block=block, layers=layers, widths=_LARGE)
 
-    def builder(**kw) -> PHCResNet:
-        args = dict(block=block, layers=layers, widths=_LARGE, n=max(n, 1), algebra="real" if n == 1 else "learned",
-                    in_chans=c, num_classes=10)
-        args.update(kw)
-        return PHCResNet(**args)
+    def builder(**kw):
+        return cls(**{**args, **kw})
 
     builder.__name__ = builder.__qualname__ = name
-    builder.__doc__ = f"PHC {arch} Large, {'real-valued baseline' if n == 1 else f'n={n}'} (card phnn), CIFAR-10 head."
+    builder.__doc__ = f"{what}, {'real-valued baseline' if n == 1 else f'n={n}'} (card phnn), CIFAR-10 head."
     register_model(
-        builder, paper="phnn", name=name, input_size=(c, 32, 32), test_input_size=(c, 16, 16), num_classes=10,
+        builder, paper="phnn", name=name, input_size=(c, 32, 32), test_input_size=(c, size, size), num_classes=10,
         mean=CIFAR_MEAN if c == 3 else (0.48, *CIFAR_MEAN), std=CIFAR_STD if c == 3 else (0.24, *CIFAR_STD),
-        reported=Reported(params=counts[n], resolution=32, params_exact=True, source=_SRC),
+        reported=Reported(params=params, resolution=32, params_exact=True, source=_SRC),
         tags=("cifar",) + (("baseline",) if n == 1 else ()),
     )
 
 
-def _register_vgg(n: int) -> None:
-    suffix = "real" if n == 1 else f"n{n}"
-    name = f"phc_vgg19_large_{suffix}"
-    c = _chans(n)
-
-    def builder(**kw) -> PHCVGG:
-        args = dict(n=max(n, 1), algebra="real" if n == 1 else "learned", in_chans=c, num_classes=10)
-        args.update(kw)
-        return PHCVGG(**args)
-
-    builder.__name__ = builder.__qualname__ = name
-    builder.__doc__ = f"PHC VGG19-BN Large, {'real-valued baseline' if n == 1 else f'n={n}'} (card phnn)."
-    register_model(
-        builder, paper="phnn", name=name, input_size=(c, 32, 32), test_input_size=(c, 32, 32), num_classes=10,
-        mean=CIFAR_MEAN if c == 3 else (0.48, *CIFAR_MEAN), std=CIFAR_STD if c == 3 else (0.24, *CIFAR_STD),
-        reported=Reported(params=_VGG[n], resolution=32, params_exact=True, source=_SRC),
-        tags=("cifar",) + (("baseline",) if n == 1 else ()),
-    )
-
-
-for _arch in _RESNETS:
+for _arch in (*_RESNETS, "vgg19"):
     for _n in (1, 2, 3, 4):
-        _register_resnet(_arch, _n)
-for _n in (1, 2, 3, 4):
-    _register_vgg(_n)
+        _register(_arch, _n)
 
 
 @register_model(paper="phnn", test_only=True, input_size=(4, 16, 16), test_input_size=(4, 16, 16), num_classes=10)

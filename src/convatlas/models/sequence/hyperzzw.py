@@ -44,6 +44,7 @@ from torch import Tensor, nn
 from convatlas.identities import register_identity
 from convatlas.layers import check_input
 from convatlas.layers.hyper_kernel import MAGNet, hyperzzw_2e, hyperzzw_global
+from convatlas.models.backbone import LinearHeadBackbone
 from convatlas.registry import Reported, register_model
 
 __all__ = ["Terminator", "SFNEBlock", "FastMultiBranchLayer", "slow_loss", "terminator_loss", "GIBS"]
@@ -241,7 +242,7 @@ class SFNEBlock(nn.Module):
         return self.dp(F.gelu(self.gibs(out)) + self.bias), ghk
 
 
-class Terminator(nn.Module):
+class Terminator(LinearHeadBackbone):
     """Terminator classifier: (B, C, H, H) images (``data_dim=2``) or (B, C, L) sequences (``data_dim=1``) ->
     logits (B, num_classes).
 
@@ -294,7 +295,6 @@ class Terminator(nn.Module):
         self.num_features = in_channels[-1] * bottleneck_factors[-1]
         self.num_classes = num_classes
         self.head = nn.Linear(self.num_features, num_classes)
-        self.grad_checkpointing = False
         self.feature_info = [
             {"num_chs": c * f, "reduction": 1, "module": f"blocks.{i}"}
             for i, (c, f) in enumerate(zip(in_channels, bottleneck_factors))
@@ -333,16 +333,6 @@ class Terminator(nn.Module):
         """Per-block maps (B, C_i·f_i, *S) (no downsampling: reduction 1 everywhere)."""
         return self.forward_features_with_hyper_kernels(x, max_index)[0]
 
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
-    def remove_head(self) -> None:
-        self.head = nn.Identity()
-        self.num_classes = 0
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        return self.forward_features_with_hyper_kernels(x)[0][-1]
-
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         x = x.flatten(2).mean(-1)
         return x if pre_logits else self.head(x)
@@ -351,13 +341,6 @@ class Terminator(nn.Module):
         """Logits and the global hyper-kernels (input to :func:`slow_loss`)."""
         feats, ghks = self.forward_features_with_hyper_kernels(x)
         return self.forward_head(feats[-1]), ghks
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
 
 
 def slow_loss(hyper_kernels: Sequence[Tensor], factors: Sequence[int]) -> Tensor:

@@ -65,7 +65,7 @@ class GlobalLocalFilter(nn.Module):
         b, c, h, w = x1.shape
         # Under autocast keep the float32 FFT half (the official torch.cat promotes); a pure low-precision model
         # (e.g. .bfloat16()) gets its own dtype back so post_norm's parameters match.
-        autocast = torch.is_autocast_enabled(x.device.type)
+        autocast = x.device.type in ("cpu", "cuda", "xpu") and torch.is_autocast_enabled(x.device.type)
         dt = torch.promote_types(x1.dtype, x2.dtype) if autocast else x1.dtype
         x = torch.stack((x1.to(dt), x2.to(dt)), dim=2).reshape(b, 2 * c, h, w)
         return self.post_norm(x)

@@ -193,8 +193,12 @@ def test_timm_parity() -> None:
             torch.testing.assert_close(ours.forward_features(x), ref.forward_features(x), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("fused_above", [0, 1 << 21], ids=["fused_mlp", "inplace_only"])
 @pytest.mark.parametrize("name", TINY)
-def test_fast_inference_path(name: str) -> None:
+def test_fast_inference_path(name: str, fused_above: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    import convatlas.models.classification.metaformer as mf
+
+    monkeypatch.setattr(mf, "_FUSED_MLP_ABOVE", fused_above)
     torch.manual_seed(0)
     check_fast_inference_matches(create_model(name), torch.randn(2, 3, 64, 64))
 

@@ -14,7 +14,11 @@ from convatlas.registry import ModelEntry, Reported
 
 verify = importlib.import_module("convatlas.verify")
 
-SHARED = Path("/work/shared")
+# shared/ (the atlas and the paper cards) sits beside the repository checkout.
+SHARED = next(
+    (p for p in (Path(__file__).resolve().parents[2] / "shared", Path("/work/shared")) if (p / "ATLAS.md").exists()),
+    Path("/work/shared"),
+)
 SLUG = "zz-fake-atlas"
 
 

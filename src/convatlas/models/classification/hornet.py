@@ -35,11 +35,11 @@ from typing import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from convatlas.layers import DropPath, LayerNorm, LayerNorm2d, check_input, drop_path_rates
+from convatlas.layers import DropPath, LayerNorm, LayerNorm2d, drop_path_rates
 from convatlas.layers.classifier import NormMlpClassifierHead
 from convatlas.layers.global_filter import GlobalLocalFilter
 from convatlas.layers.gnconv import GnConv
-from convatlas.models.backbone import checkpoint_seq
+from convatlas.models.backbone import StagedBackbone, checkpoint_seq
 from convatlas.ops.residual_mlp import residual_norm_mlp, use_fast_inference
 from convatlas.registry import Reported, register_model
 
@@ -124,7 +124,7 @@ class HorNetStage(nn.Module):
         return checkpoint_seq(self.blocks, x) if self.grad_checkpointing and self.training else self.blocks(x)
 
 
-class HorNet(nn.Module):
+class HorNet(StagedBackbone):
     """HorNet classifier: (B, in_chans, H, W) -> (B, num_classes) (card: hornet).
 
     Args:
@@ -191,50 +191,6 @@ class HorNet(nn.Module):
                 nn.init.trunc_normal_(m.weight, std=0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-
-    def _check(self, x: Tensor) -> None:
-        name = getattr(self, "pretrained_cfg", {}).get("architecture", type(self).__name__)
-        check_input(name, x, ndim=4, channels=self.in_chans, min_size=32)
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-        for s in self.stages:
-            s.grad_checkpointing = enable
-
-    def forward_stages(self, x: Tensor, max_index: int | None = None) -> list[Tensor]:
-        """Per-stage maps [(B, C_i, H/4/2^i, W/4/2^i)] up to stage ``max_index``."""
-        self._check(x)
-        x = self.stem(x)
-        last = len(self.stages) - 1 if max_index is None else max_index
-        out = []
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            out.append(x)
-            if i >= last:
-                break
-        return out
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        """(B, in_chans, H, W) -> (B, num_features, H/32, W/32)."""
-        self._check(x)
-        return self.stages(self.stem(x))
-
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        return self.head(x, pre_logits=pre_logits)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        self.head.reset(num_classes, global_pool)
-
-    def remove_head(self) -> None:
-        self.head = nn.Identity()
-        self.num_classes = 0
 
 
 def convert_official_hornet(state_dict: Mapping[str, Tensor], model: nn.Module | None = None) -> dict[str, Tensor]:

@@ -27,10 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from convatlas.layers import ConvMlp, DropPath, LayerNorm, check_input, drop_path_rates
+from convatlas.layers import ConvMlp, DropPath, LayerNorm, drop_path_rates
 from convatlas.layers.classifier import global_pool2d, _check_pool
 from convatlas.layers.token_mixers import InceptionDWConv2d
-from convatlas.models.backbone import checkpoint_seq
+from convatlas.models.backbone import StagedBackbone, checkpoint_seq
 from convatlas.ops.residual_mlp import use_fast_inference
 from convatlas.registry import Reported, register_model
 
@@ -186,7 +186,7 @@ class MlpClassifierHead(nn.Module):
         return x if pre_logits else self.fc2(x)
 
 
-class InceptionNeXt(nn.Module):
+class InceptionNeXt(StagedBackbone):
     """InceptionNeXt / MetaNeXt classifier: (B, in_chans, H, W) -> (B, num_classes) (card: inceptionnext).
 
     Args:
@@ -245,50 +245,12 @@ class InceptionNeXt(nn.Module):
         self.head_hidden_size = self.head.num_features
         self.apply(_init_weights)
 
-    def _check(self, x: Tensor) -> None:
-        name = getattr(self, "pretrained_cfg", {}).get("architecture", type(self).__name__)
-        check_input(name, x, ndim=4, channels=self.in_chans, min_size=32)
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-        for s in self.stages:
-            s.grad_checkpointing = enable
-
-    def forward_stages(self, x: Tensor, max_index: int | None = None) -> list[Tensor]:
-        """Per-stage maps [(B, C_i, H/4/2^i, W/4/2^i)] up to stage ``max_index``."""
-        self._check(x)
-        x = self.stem(x)
-        last = len(self.stages) - 1 if max_index is None else max_index
-        out = []
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            out.append(x)
-            if i >= last:
-                break
-        return out
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        """(B, in_chans, H, W) -> (B, num_features, H/32, W/32)."""
-        self._check(x)
-        return self.stages(self.stem(x))
-
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         """(B, C, h, w) -> logits (B, num_classes), or (B, head_hidden_size) pre-logits."""
         return self.head(x, pre_logits=pre_logits)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
-
     def get_classifier(self) -> nn.Module:
         return self.head.fc2
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        self.head.reset(num_classes, global_pool)
-
-    def remove_head(self) -> None:
-        self.head = nn.Identity()
-        self.num_classes = 0
 
 
 def _init_weights(m: nn.Module) -> None:

@@ -49,7 +49,7 @@ from convatlas.layers.classifier import global_pool2d, _check_pool
 from convatlas.layers.group_norm import GroupNorm1
 from convatlas.layers.layer_scale import Scale
 from convatlas.layers.token_mixers import Attention, Pooling, RandomMixing, SepConv
-from convatlas.models.backbone import checkpoint_seq
+from convatlas.models.backbone import StagedBackbone, checkpoint_seq
 from convatlas.ops.residual_mlp import residual_norm_mlp, use_fast_inference
 from convatlas.registry import Reported, register_model
 
@@ -301,7 +301,7 @@ def _stage_sizes(img_size: int | Sequence[int], n: int) -> list[tuple[int, int]]
     return sizes
 
 
-class MetaFormer(nn.Module):
+class MetaFormer(StagedBackbone):
     """MetaFormer classifier: (B, in_chans, H, W) -> (B, num_classes) (card: metaformer).
 
     Args:
@@ -374,46 +374,6 @@ class MetaFormer(nn.Module):
             raise ValueError(
                 f"{name}: random token mixing fixes the input size to {self.img_size}, got shape {tuple(x.shape)}"
             )
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-        for s in self.stages:
-            s.grad_checkpointing = enable
-
-    def forward_stages(self, x: Tensor, max_index: int | None = None) -> list[Tensor]:
-        """Per-stage maps [(B, C_i, ~H/4/2^i, ~W/4/2^i)] up to stage ``max_index``."""
-        self._check(x)
-        x = self.stem(x)
-        last = len(self.stages) - 1 if max_index is None else max_index
-        out = []
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            out.append(x)
-            if i >= last:
-                break
-        return out
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        """(B, in_chans, H, W) -> (B, num_features, ~H/32, ~W/32)."""
-        self._check(x)
-        return self.stages(self.stem(x))
-
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        return self.head(x, pre_logits=pre_logits)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        self.head.reset(num_classes, global_pool)
-
-    def remove_head(self) -> None:
-        self.head = nn.Identity()
-        self.num_classes = 0
 
 
 def _init_weights(m: nn.Module) -> None:

@@ -142,8 +142,9 @@ def main(argv: list[str] | None = None) -> int:
 
     meta["loadavg_end"] = list(os.getloadavg())
     notes.append(
-        "On a contended machine the matmul peak measured at the start can be far below the idle peak "
-        "(~177 GFLOP/s fp32 on this 2-core machine), so '% peak' may exceed 100; compare ratios, not absolutes."
+        "'% peak' is relative to a 4096^2 fp32 matmul timed at the start of the run; it is not the FMA ceiling "
+        "(2 AVX-512 cores can exceed it: PoolFormerV2's 1x1 convs reach > 100 %), and under contention the matmul "
+        "figure drops further. Compare the ratios (measured in alternation), not absolute fractions."
     )
     write_results(args.name, rows, meta, title=f"ConvNet backbones: convatlas vs timm {timm.__version__}", notes=notes)
     return 0

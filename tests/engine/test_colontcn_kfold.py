@@ -35,3 +35,36 @@ def test_dual_kfold_evaluate_aggregates():
     assert "cross_center" in res.table()
     with pytest.raises(ValueError, match="centers"):
         dual_kfold_splits([0, 0, 0])
+
+
+def test_dual_kfold_reproduces_official_real_colon_lists():
+    """The official RC_lists (package data) are reproduced by the generic rule: 4-fold exactly, 5-fold folds 2-5
+    exactly and fold 1 in its cyclic (consistent) form; the stale repository fold 1 overlaps fold 2."""
+    from convatlas.engine.kfold import REAL_COLON_5FOLD_ORDER, real_colon_folds, real_colon_video_ids
+
+    ids = real_colon_video_ids()
+    groups = [int(v[:3]) for v in ids]
+    order = {c: [v - 1 for v in REAL_COLON_5FOLD_ORDER[c]] for c in range(1, 5)}
+    folds = dual_kfold_splits(groups, valid=True, mixed_order=order)
+    named = {s: [f for f in folds if f.setting == s] for s in ("cross_center", "mixed")}
+
+    def as_ids(f):
+        return {s: sorted(ids[i] for i in getattr(f, s)) for s in ("train", "valid", "test")}
+
+    official4 = real_colon_folds("4_fold")
+    assert [as_ids(f) for f in named["cross_center"]] == [{s: sorted(o[s]) for s in o} for o in official4]
+    assert [len(f["train"]) for f in official4] == [30] * 4 and official4[0]["test"][0] == "004-001"
+    for fl in ("repository", "cyclic"):
+        official5 = real_colon_folds("5_fold", fold1=fl)
+        ours = [as_ids(f) for f in named["mixed"]]
+        theirs = [{s: sorted(o[s]) for s in o} for o in official5]
+        assert ours[1:] == theirs[1:]
+        assert (ours[0] == theirs[0]) == (fl == "cyclic")
+        for o in official5:  # every fold is a 44 / 4 / 12 partition of the 60 videos
+            assert sorted(o["train"] + o["valid"] + o["test"]) == ids and len(o["test"]) == 12
+        tested = sorted(v for o in official5 for v in o["test"])
+        assert (tested == ids) == (fl == "cyclic")
+    repo = real_colon_folds("5_fold")
+    assert set(repo[0]["test"]) & set(repo[1]["test"]) == {"001-003", "004-003"}
+    with pytest.raises(ValueError, match="setting"):
+        real_colon_folds("3_fold")

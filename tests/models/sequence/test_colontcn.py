@@ -167,3 +167,13 @@ def test_colontcn_learns_synthetic_procedure():
     assert acc >= 0.90, (acc, base_acc)
     assert segs < base_segs, (segs, base_segs)
     assert acc > base_acc
+
+
+def test_colontcn_4fold_config_and_classes():
+    from convatlas.models.sequence.colontcn import REAL_COLON_CLASSES
+
+    c = measure_entry("colontcn_4fold")
+    assert c.params == get_entry("colontcn_4fold").reported.params == 822_921  # 12 blocks (official 4-fold ymls)
+    assert create_model("colontcn_4fold").receptive_field == 49_141
+    assert len(REAL_COLON_CLASSES) == 9 and REAL_COLON_CLASSES[2] == "caecum"
+    assert SequenceLabellingTask.official_colontcn().tmse_weight == 0.0

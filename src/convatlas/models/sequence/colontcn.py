@@ -9,6 +9,14 @@ Card facts:
   585, reproduced exactly (weight_norm g is (64, 1, 1) per conv: 64 values).
 - Receptive field 1 + 2·6·(2**13 − 1) = 98,293 frames.
 - MACs are not reported by the paper; measured: 877,120 MACs per frame (0.2631 GMACs at T = 300).
+- Two official configurations: the 5-fold ymls use 13 blocks (``colontcn``, RF 98,293 frames, 2000 epochs), the
+  4-fold ymls (``ymls/training/colontcn_4fold/*.yml``) 12 blocks (``colontcn_4fold``: 131,136 + 12 x 57,600 + 585
+  = 822,921 parameters, RF 1 + 2·6·(2**12 − 1) = 49,141 frames, 1500 epochs); everything else is identical.
+- Classes (official ``str_to_idx`` of the ymls, :data:`REAL_COLON_CLASSES`): outside 0, insertion 1, caecum 2,
+  ileum 3, ascending 4, transverse 5, descending 6, sigmoid 7, rectum 8 ("n.a." / "uncertain" frames are ignored,
+  label 999 officially, ``-100`` here); the withdrawal phase is labels 2..8.
+- Training data (official ymls): 1x features sub-sampled with factor 5 (:func:`temporal_subsample`) plus the 5
+  augmented feature sets at factor 1; validation on 1x features sub-sampled by 5; batch 6.
 - Official checkpoint keys (``conv_first_layer``, ``stage1.network.{i}.conv{1,2}.weight_{g,v}``,
   ``stage1.last_layer``) load through :func:`convert_official_colontcn`.
 Training (losses CE + TMSE, metrics, dual k-fold protocol): :mod:`convatlas.tasks.sequence_labelling`,
@@ -28,7 +36,12 @@ from convatlas.layers import check_input
 from convatlas.layers.tcn import TemporalConvNet, convert_legacy_weight_norm, tcn_receptive_field
 from convatlas.registry import Reported, register_model
 
-__all__ = ["ColonTCN", "convert_official_colontcn", "temporal_subsample", "encode_frames"]
+__all__ = ["ColonTCN", "convert_official_colontcn", "temporal_subsample", "encode_frames", "REAL_COLON_CLASSES"]
+
+#: Frame classes of the REAL-Colon temporal annotations (official ``str_to_idx``; the ymls spell "ceacum").
+REAL_COLON_CLASSES: tuple[str, ...] = (
+    "outside", "insertion", "caecum", "ileum", "ascending", "transverse", "descending", "sigmoid", "rectum",
+)
 
 
 class ColonTCN(nn.Module):
@@ -130,7 +143,7 @@ def convert_official_colontcn(state_dict: Mapping[str, Tensor]) -> dict[str, Ten
 
 
 _IN = (2048, 300)
-_CARD = "card colontcn: exact count of the official ColonTCN config (ymls/training/colontcn_4fold)"
+_CARD = "card colontcn: exact count of the official ColonTCN config (ymls/training/colontcn_5fold, 13 blocks)"
 
 
 @register_model(
@@ -142,8 +155,26 @@ _CARD = "card colontcn: exact count of the official ColonTCN config (ymls/traini
     reported=Reported(params=880_521, params_exact=True, resolution=_IN, source=_CARD),
 )
 def colontcn(**kwargs) -> ColonTCN:
-    """ColonTCN as trained on REAL-Colon: 2048-d features, 13 blocks of width 64, 9 classes."""
+    """ColonTCN as trained on REAL-Colon (official 5-fold config): 2048-d features, 13 blocks of width 64, 9
+    classes (:data:`REAL_COLON_CLASSES`)."""
     return ColonTCN(**kwargs)
+
+
+@register_model(
+    paper="colontcn",
+    task="sequence_labelling",
+    input_size=_IN,
+    test_input_size=(2048, 64),
+    num_classes=9,
+    reported=Reported(
+        params=822_921, resolution=_IN,
+        source="card colontcn: official 4-fold config (ymls/training/colontcn_4fold, 12 blocks); count from the "
+               "card's per-layer breakdown 131,136 + 12 x 57,600 + 585",
+    ),
+)
+def colontcn_4fold(**kwargs) -> ColonTCN:
+    """ColonTCN of the official 4-fold (cross-center) experiments: 12 temporal blocks (RF 49,141 frames)."""
+    return ColonTCN(**{"num_blocks": 12, **kwargs})
 
 
 @register_model(

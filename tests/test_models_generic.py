@@ -152,3 +152,62 @@ def test_wrong_rank_raises_value_error(entry: ModelEntry):
         with torch.no_grad():
             model(x[0])  # drop the batch dimension
     assert str(err.value), f"{entry.name}: empty ValueError message"
+
+
+# ---- deployment paths, one model per family (the backbone API: torch.compile / torch.export / ONNX) ----------
+def _one_per_family(entries: list[ModelEntry]) -> list[ModelEntry]:
+    seen: dict[str, ModelEntry] = {}
+    for e in entries:
+        seen.setdefault(e.family, e)
+    return list(seen.values())
+
+
+DEPLOY_ENTRIES = _one_per_family([e for e in IMAGE_ENTRIES if e.task == "classification"])
+DEPLOY_IDS = [e.name for e in DEPLOY_ENTRIES]
+
+
+def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.float() - b.float()).abs().max() / b.float().abs().max().clamp_min(1e-12)).item()
+
+
+@pytest.mark.parametrize("entry", DEPLOY_ENTRIES, ids=DEPLOY_IDS)
+def test_dynamo_captures_whole_model(entry: ModelEntry):
+    """torch.compile's graph capture (Dynamo + AOTAutograd, ``fullgraph=True``: no graph break anywhere in the
+    forward) gives the eager outputs. Inductor code generation itself is tested on the tiny ConvNeXt/InceptionNeXt/
+    MetaFormer/HorNet (their test files)."""
+    torch._dynamo.reset()
+    model = _build(entry).eval()
+    (x,) = _inputs(entry)
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    with torch.no_grad():
+        ref = model(x)
+        out = compiled(x)
+    assert _rel_err(out, ref) < 1e-5, f"{entry.name}: compiled output differs from eager"
+
+
+@pytest.mark.parametrize("entry", DEPLOY_ENTRIES, ids=DEPLOY_IDS)
+def test_torch_export_matches_eager(entry: ModelEntry):
+    """``torch.export`` yields a graph that reproduces eager on a fresh input of the same shape."""
+    model = _build(entry).eval()
+    (x,) = _inputs(entry)
+    ep = torch.export.export(model, (x,))
+    x2 = torch.randn_like(x)
+    with torch.no_grad():
+        assert _rel_err(ep.module()(x2), model(x2)) < 1e-5, f"{entry.name}: exported graph differs from eager"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("entry", DEPLOY_ENTRIES, ids=DEPLOY_IDS)
+def test_onnx_export_runs_in_onnxruntime(entry: ModelEntry, tmp_path):
+    """ONNX (dynamo exporter) run in onnxruntime equals eager within 1e-4."""
+    pytest.importorskip("onnx", reason="onnx not installed (dev extra)")
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed (dev extra)")
+    pytest.importorskip("onnxscript", reason="onnxscript (torch.onnx dynamo exporter) not installed (dev extra)")
+    model = _build(entry).eval()
+    (x,) = _inputs(entry)
+    path = tmp_path / f"{entry.name}.onnx"
+    torch.onnx.export(model, (x,), str(path), input_names=["x"], output_names=["y"], dynamo=True)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (y,) = sess.run(None, {"x": x.numpy()})
+    with torch.no_grad():
+        assert _rel_err(torch.from_numpy(y), model(x)) < 1e-4, f"{entry.name}: onnxruntime output differs"

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from freqfam_checks import check_reported, check_tiny, train_digits  # noqa: E402
+from backbone_checks import check_reported, check_tiny, train_digits  # noqa: E402
 
 from convatlas import create_model, list_models  # noqa: E402
 from convatlas.models.classification.affnet import AFFNet  # noqa: E402

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from metanext_checks import (  # noqa: E402
+from backbone_checks import (  # noqa: E402
     check_bad_inputs,
     check_bf16_and_channels_last,
     check_contract,

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from freqfam_checks import check_reported, check_tiny, train_digits  # noqa: E402
+from backbone_checks import check_reported, check_tiny, train_digits  # noqa: E402
 
 from convatlas import create_model, list_models  # noqa: E402
 from convatlas.analysis.complexity import count_params  # noqa: E402
@@ -56,7 +56,7 @@ def test_learns_digits() -> None:
     """PHC-ResNet (n = 4, widths 16..64, 1 block/stage, gray+RGB input) on 16x16 digits: val acc >= 0.95 (measured 0.997)."""
     torch.manual_seed(0)
     model = PHCResNet(layers=(1, 1, 1, 1), widths=(16, 16, 32, 64, 64), n=4, in_chans=4)
-    acc = train_digits(model, size=16, epochs=6, transform=add_grayscale_channel)
+    acc = train_digits(model, size=16, epochs=6, lr=3e-3, transform=add_grayscale_channel)
     assert acc >= 0.95, acc
 
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from lkfam_checks import (  # noqa: E402
+from backbone_checks import (  # noqa: E402
     check_bad_inputs,
     check_bf16_and_channels_last,
     check_contract,
@@ -28,12 +28,14 @@ from convatlas.models.classification.unireplknet import (  # noqa: E402
     UniRepLKNet,
     UniRepLKNetAudio,
     UniRepLKNetBlock,
+    UniRepLKNetPoint,
     UniRepLKNetTimeSeries,
     UniRepLKNetVideo,
     _randomize_,
     checkpoint_filter_fn,
     default_kernel_sizes,
     tile_frames,
+    video_to_image,
 )
 
 VARIANTS = ["a", "f", "p", "n", "t", "s", "b", "l", "xl", "h"]
@@ -47,8 +49,11 @@ EXACT = {
 TINY = dict(depths=(1, 1, 2, 1), dims=(16, 32, 64, 128), kernel_sizes=((3,), (7,), (7, 3), (7,)))
 
 
+MODALITIES = ["s_audio", "s_video", "s_point", "s_global_temp", "s_global_wind"]
+
+
 def test_registered() -> None:
-    assert list_models("unireplknet_*") == sorted(f"unireplknet_{v}" for v in VARIANTS)
+    assert list_models("unireplknet_*") == sorted(f"unireplknet_{v}" for v in VARIANTS + MODALITIES)
     assert list_models(paper="scaling-up-kernels") == ["unireplknet_h"]
 
 
@@ -202,9 +207,9 @@ def test_learns_digits_and_reparam_keeps_predictions() -> None:
     torch.manual_seed(0)
     model = UniRepLKNet(depths=(1, 1, 2, 1), dims=(16, 32, 64, 128), kernel_sizes=((3,), (7,), (7, 7), (7,)),
                         num_classes=10)
-    acc, logits = train_digits(model, size=32, epochs=5, lr=4e-3)  # measured 0.962
+    acc, logits = train_digits(model, size=32, epochs=5, lr=4e-3, return_logits=True)  # measured 0.962
     assert acc >= 0.9, acc
-    from lkfam_checks import digits_tensors
+    from backbone_checks import digits_tensors
 
     xva = digits_tensors(32)[2]
     model.reparameterize()
@@ -246,9 +251,210 @@ def test_video_tiling_adapter() -> None:
     torch.testing.assert_close(img[0, :, 3:6, 6:9], clip[0, 6])  # frame 6 = row 1, column 2 of the 4x4 grid
     with torch.device("meta"):
         assert tile_frames(torch.empty(1, 16, 3, 224, 224)).shape == (1, 3, 896, 896)
+    torch.testing.assert_close(video_to_image(clip.transpose(1, 2), "grid"), img)
     video = UniRepLKNetVideo(**TINY, num_classes=4)
-    assert video(torch.randn(2, 4, 3, 32, 32)).shape == (2, 4)
+    assert video(torch.randn(2, 3, 4, 16, 16)).shape == (2, 4)
     with pytest.raises(ValueError, match="UniRepLKNetVideo"):
         video(torch.randn(2, 3, 32, 32))
+    with pytest.raises(ValueError, match="UniRepLKNetVideo.*square"):
+        video(torch.randn(2, 3, 3, 16, 16))
+    with pytest.raises(ValueError, match="UniRepLKNetVideo.*channels"):
+        video(torch.randn(2, 1, 4, 16, 16))
     with pytest.raises(ValueError, match="grid"):
         tile_frames(torch.randn(1, 6, 1, 2, 2), (4, 2))
+    with pytest.raises(ValueError, match="grid applies"):
+        UniRepLKNetVideo(grid=(2, 2), **TINY)
+
+
+def test_video_reshape_is_the_official_memory_reshape() -> None:
+    """Official engine_for_finetuning: (B, C, T, H, W).reshape(B, C, 4H, 4W) for T=16 (frame t -> rows of band t)."""
+    clip = torch.randn(2, 3, 16, 8, 8)
+    img = video_to_image(clip)
+    assert img.shape == (2, 3, 32, 32)
+    torch.testing.assert_close(img, clip.reshape(2, 3, 32, 32))
+    # frame 5, rows 4..7 side by side form image row 5*8/4 + 1 = 11
+    torch.testing.assert_close(img[:, :, 11], clip[:, :, 5, 4:8].reshape(2, 3, 32))
+
+
+def test_audio_orientation_is_official() -> None:
+    """Official ast_models.py: (B, T, F) -> unsqueeze(1).transpose(2, 3) = (B, 1, F, T)."""
+    spec = torch.randn(2, 40, 24)
+    img = UniRepLKNetAudio.to_image(spec)
+    assert img.shape == (2, 1, 24, 40)
+    torch.testing.assert_close(img[:, 0, 5, 7], spec[:, 7, 5])
+    with pytest.raises(ValueError, match="in_chans is fixed"):
+        UniRepLKNetAudio(**TINY, in_chans=3)
+
+
+def test_modality_models_measured_figures() -> None:
+    """Official settings on UniRepLKNet-S (training form, meta device); the cards give no modality figures."""
+    expected = {  # params, GMACs (conv/linear/matmul incl. attention of the point fusion)
+        "unireplknet_s_audio": (55_713_755, 3.009), "unireplknet_s_video": (55_995_304, 147.454),
+        "unireplknet_s_point": (56_973_219, 107.546), "unireplknet_s_global_temp": (55_749_334, 2366.402),
+    }
+    for name, (params, gmacs) in expected.items():
+        c = measure_entry(name)
+        assert c.params == params, (name, c.params)
+        assert abs(c.gmacs - gmacs) / gmacs < 1e-3, (name, c.gmacs)
+    with torch.device("meta"):
+        video = create_model("unireplknet_s_video")
+        assert count_params(video) == count_params(create_model("unireplknet_s", num_classes=400))
+
+
+def test_point_model_contract_and_projection() -> None:
+    torch.manual_seed(0)
+    model = create_model("test_unireplknet_point").eval()
+    pts = torch.randn(2, 64, 3)
+    with torch.no_grad():
+        y = model(pts)
+        img = model.encoder(pts)
+        # permutation of the points does not change the output (EdgeConv + scatter-sum + max are symmetric)
+        torch.testing.assert_close(model(pts[:, torch.randperm(64)]), y, rtol=1e-4, atol=1e-5)
+        # a translated / uniformly scaled cloud projects to the same pixels
+        idx = model.encoder.pixel_indices(pts)
+        assert torch.equal(model.encoder.pixel_indices(pts * 2.0 + 0.5), idx)
+    assert y.shape == (2, 5) and img.shape == (4, 3, 32, 32)
+    assert int(idx.min()) >= 0 and int(idx.max()) < 32 * 32
+    for bad, msg in [(torch.randn(2, 64, 2), "points"), (torch.randn(64, 3), "3-D"),
+                     (torch.full((1, 64, 3), float("nan")), "UniRepLKNetPoint"),
+                     (torch.ones(1, 64, 3, dtype=torch.long), "floating")]:
+        with pytest.raises(ValueError, match=msg):
+            model(bad)
+    with pytest.raises(ValueError, match="num_views"):
+        UniRepLKNetPoint(num_views=11, **TINY)
+
+
+def test_time_series_official_features() -> None:
+    """Node channels, calendar marks, node coordinates, (H, W) map reshape and instance normalisation."""
+    torch.manual_seed(0)
+    pos = torch.randn(3, 6)
+    ts = UniRepLKNetTimeSeries(seq_len=16, horizon=4, embed_dim=8, node_channels=2, map_size=(8, 16), calendar="h",
+                               node_positions=pos, **TINY)
+    x = torch.randn(2, 16, 6)
+    mark = (torch.rand(2, 16, 4) * torch.tensor([13.0, 32, 7, 24])).floor()
+    out = ts(x, mark)
+    assert out.shape == (2, 4, 6)
+    out.sum().backward()
+    assert all(p.grad is not None for p in ts.parameters())
+    ts.eval()
+    with torch.no_grad():  # instance normalisation: a shifted and scaled input shifts and scales the forecast
+        torch.testing.assert_close(ts(3 * x + 5, mark), 3 * ts(x, mark) + 5, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="x_mark"):
+        ts(x)
+    with pytest.raises(ValueError, match="N=3 nodes"):
+        ts(torch.randn(2, 16, 8), mark)
+    with pytest.raises(ValueError, match="N\\*2"):
+        ts(torch.randn(2, 16, 5), mark)
+    with pytest.raises(ValueError, match="map_size"):
+        UniRepLKNetTimeSeries(seq_len=16, horizon=4, embed_dim=8, map_size=(8, 8), **TINY)
+    plain = UniRepLKNetTimeSeries(seq_len=16, horizon=4, embed_dim=8, **TINY)
+    with pytest.raises(ValueError, match="calendar=None"):
+        plain(torch.randn(2, 16, 3), mark)
+    with pytest.raises(ValueError, match="num_classes is fixed"):
+        UniRepLKNetTimeSeries(seq_len=16, horizon=4, num_classes=10, **TINY)
+
+
+def _fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, lr: float, batch: int = 32) -> None:
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    g = torch.Generator().manual_seed(0)
+    model.train()
+    for _ in range(steps):
+        idx = torch.randint(0, len(x), (batch,), generator=g)
+        loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    model.eval()
+
+
+def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    with torch.no_grad():
+        return (model(x).argmax(1) == y).float().mean().item()
+
+
+def _spectrograms(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, T=32, F=32) noisy spectrograms: 0 steady tone, 1 rising chirp, 2 falling chirp (random start bin)."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 3, (n,), generator=g)
+    t = torch.arange(32.0)
+    start = torch.randint(8, 24, (n,), generator=g).float()
+    slope = torch.tensor([0.0, 0.4, -0.4])[y]
+    centre = start[:, None] + slope[:, None] * (t[None] - 16)                     # (n, T)
+    f = torch.arange(32.0)
+    spec = torch.exp(-0.5 * (f[None, None] - centre[..., None]) ** 2)             # (n, T, F)
+    return spec + 0.3 * torch.randn(spec.shape, generator=g), y
+
+
+@pytest.mark.slow
+def test_audio_learns_chirp_direction() -> None:
+    """Tiny audio model separates steady / rising / falling tones (needs the time-frequency pattern): >= 0.9."""
+    torch.manual_seed(0)
+    xtr, ytr = _spectrograms(384, 0)
+    xte, yte = _spectrograms(192, 1)
+    model = create_model("test_unireplknet_audio", num_classes=3)
+    with num_threads(1):
+        _fit(model, xtr, ytr, steps=60, lr=4e-3)
+        acc = _accuracy(model, xte, yte)
+    assert acc >= 0.9, acc
+
+
+def _clips(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, 1, T=4, 16, 16) clips of a moving blob: class 0 moves right, class 1 moves left (random start/row)."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 2, (n,), generator=g)
+    x0 = torch.randint(4, 12, (n,), generator=g).float()
+    row = torch.randint(3, 13, (n,), generator=g).float()
+    step = torch.where(y == 0, 2.0, -2.0)
+    t = torch.arange(4.0)
+    cx = x0[:, None] + step[:, None] * (t[None] - 1.5)                            # (n, T)
+    grid = torch.arange(16.0)
+    blob = torch.exp(-0.5 * ((grid[None, None, None, :] - cx[..., None, None]) ** 2
+                             + (grid[None, None, :, None] - row[:, None, None, None]) ** 2) / 1.5)
+    clip = blob + 0.2 * torch.randn(blob.shape, generator=g)
+    return clip.unsqueeze(1), y                                                   # (n, 1, T, H, W)
+
+
+@pytest.mark.slow
+def test_video_learns_motion_direction() -> None:
+    """Left vs right motion: every frame alone is ambiguous, only the order of frames tells: accuracy >= 0.9."""
+    torch.manual_seed(0)
+    xtr, ytr = _clips(384, 0)
+    xte, yte = _clips(192, 1)
+    model = UniRepLKNetVideo(**TINY, in_chans=1, num_classes=2)
+    with num_threads(1):
+        _fit(model, xtr, ytr, steps=60, lr=4e-3)
+        acc = _accuracy(model, xte, yte)
+    assert acc >= 0.9, acc
+
+
+def _shapes(n: int, seed: int, points: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, points, 3) surface samples of 0 sphere, 1 cube, 2 cylinder; random scale and rotation about z."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 3, (n,), generator=g)
+    u = torch.randn(n, points, 3, generator=g)
+    sphere = u / u.norm(dim=-1, keepdim=True)
+    cube = u / u.abs().amax(dim=-1, keepdim=True)
+    ang = torch.rand(n, points, generator=g) * 6.2832
+    h = torch.rand(n, points, generator=g) * 2 - 1
+    cyl = torch.stack([ang.cos(), ang.sin(), h], -1)
+    pts = torch.where(y[:, None, None] == 0, sphere, torch.where(y[:, None, None] == 1, cube, cyl))
+    th = torch.rand(n, generator=g) * 6.2832
+    rot = torch.stack([torch.stack([th.cos(), -th.sin(), 0 * th], -1), torch.stack([th.sin(), th.cos(), 0 * th], -1),
+                       torch.stack([0 * th, 0 * th, 1 + 0 * th], -1)], -2)
+    scale = 0.5 + torch.rand(n, 1, 1, generator=g)
+    return (pts @ rot.transpose(1, 2)) * scale, y
+
+
+@pytest.mark.slow
+def test_point_model_learns_shapes() -> None:
+    """Sphere / cube / cylinder point clouds (randomly rotated and scaled) through the projection encoder: >= 0.9."""
+    torch.manual_seed(0)
+    xtr, ytr = _shapes(256, 0)
+    xte, yte = _shapes(96, 1)
+    model = create_model("test_unireplknet_point", num_classes=3)
+    with num_threads(1):
+        _fit(model, xtr, ytr, steps=60, lr=3e-3, batch=16)  # measured 0.958
+        acc = _accuracy(model, xte, yte)
+    assert acc >= 0.9, acc

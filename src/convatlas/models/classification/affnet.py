@@ -158,7 +158,7 @@ class AFFNet(LinearHeadBackbone):
                              for i, ch in enumerate([layer1[0], layer2[0]] + [r[0] for r in layers])]
         exp = min(4 * cin, exp_max)
         self.conv_1x1_exp = conv_bn(cin, exp, 1, act=act)
-        self.num_features = exp
+        self.num_features, self.head_hidden_size = cin, exp  # stage output; width after conv_1x1_exp
         self.head_drop = nn.Dropout(drop_rate)
         self.reset_classifier(num_classes)
         self._init()

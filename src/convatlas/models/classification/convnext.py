@@ -192,7 +192,56 @@ def _make_divisible(v: float, divisor: int = 8) -> int:
     return new_v + divisor if new_v < 0.9 * v else new_v
 
 
-class ConvNeXt(nn.Module):
+class ConvNeXtContract(nn.Module):
+    """Input check and head half of the backbone contract shared by :class:`ConvNeXt` and the isotropic
+    variant (card: convnext). A subclass sets ``in_chans``, ``num_classes``, ``total_stride`` (the input must be
+    a multiple of it), ``head`` (a head with ``forward(x, pre_logits)``, ``reset`` and ``fc``) and optionally
+    ``norm_pre``, and defines ``forward_features``/``forward_stages``.
+    """
+
+    @property
+    def _name(self) -> str:
+        return getattr(self, "pretrained_cfg", {}).get("architecture", type(self).__name__)
+
+    def _check(self, x: Tensor) -> Tensor:
+        check_input(self._name, x, ndim=4, channels=self.in_chans, min_size=self.total_stride,
+                    multiple_of=self.total_stride)  # fmt: skip
+        # channels-last internally: the NHWC LayerNorm/Linear of every block then read contiguous memory
+        return x.contiguous(memory_format=torch.channels_last)
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """(B, num_features, h, w) -> logits (B, num_classes), or pooled features if ``pre_logits``."""
+        if self.head is None:
+            raise RuntimeError(f"{self._name}: the head was removed (remove_head/features_only)")
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, in_chans, H, W) -> (B, num_classes)."""
+        return self.forward_head(self.forward_features(x))
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """Replace the classifier with a fresh one of ``num_classes`` outputs (0: identity)."""
+        if self.head is None:
+            raise RuntimeError(f"{self._name}: the head was removed (remove_head/features_only)")
+        self.num_classes = num_classes
+        self.head.reset(num_classes, global_pool)
+
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc if self.head is not None else nn.Identity()
+
+    def remove_head(self) -> None:
+        """Drop the head (and ``norm_pre``): only the stem and the blocks remain."""
+        self.head = None
+        if hasattr(self, "norm_pre"):
+            self.norm_pre = nn.Identity()
+        self.num_classes = 0
+
+    def no_weight_decay(self) -> set[str]:
+        """Names of 1-D parameters (norms, biases, layer scales), exempt from weight decay by convention."""
+        return {n for n, p in self.named_parameters() if p.ndim <= 1}
+
+
+class ConvNeXt(ConvNeXtContract):
     """ConvNeXt classifier / backbone (card: convnext): (B, in_chans, H, W) -> (B, num_classes).
 
     Args:
@@ -314,17 +363,7 @@ class ConvNeXt(nn.Module):
         self.head_hidden_size = self.head.num_features
         init_weights(self, head_init_scale)
 
-    # ---- backbone contract -------------------------------------------------------------------------------
-    @property
-    def _name(self) -> str:
-        return getattr(self, "pretrained_cfg", {}).get("architecture", type(self).__name__)
-
-    def _check(self, x: Tensor) -> Tensor:
-        check_input(self._name, x, ndim=4, channels=self.in_chans, min_size=self.total_stride,
-                    multiple_of=self.total_stride)  # fmt: skip
-        # channels-last internally: the NHWC LayerNorm/Linear of every block then read contiguous memory
-        return x.contiguous(memory_format=torch.channels_last)
-
+    # ---- backbone contract (head/classifier part in ConvNeXtContract) ----------------------------------------
     def forward_stages(self, x: Tensor, max_index: int | None = None) -> list[Tensor]:
         """(B, C, H, W) -> per-stage maps [(B, C_i, H/r_i, W/r_i)], up to stage ``max_index`` (default all)."""
         x = self.stem(self._check(x))
@@ -342,40 +381,10 @@ class ConvNeXt(nn.Module):
         x = self.stages(self.stem(self._check(x)))
         return self.norm_pre(x)
 
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        """(B, num_features, h, w) -> logits (B, num_classes), or pooled features if ``pre_logits``."""
-        if self.head is None:
-            raise RuntimeError(f"{self._name}: the head was removed (remove_head/features_only)")
-        return self.head(x, pre_logits=pre_logits)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """(B, in_chans, H, W) -> (B, num_classes)."""
-        return self.forward_head(self.forward_features(x))
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """Replace the classifier with a fresh one of ``num_classes`` outputs (0: identity)."""
-        if self.head is None:
-            raise RuntimeError(f"{self._name}: the head was removed (remove_head/features_only)")
-        self.num_classes = num_classes
-        self.head.reset(num_classes, global_pool)
-
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc if self.head is not None else nn.Identity()
-
-    def remove_head(self) -> None:
-        """Drop the head (and ``norm_pre``): only the stem and stages remain."""
-        self.head = None
-        self.norm_pre = nn.Identity()
-        self.num_classes = 0
-
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Activation checkpointing per block in every stage (less memory, one extra forward in backward)."""
         for s in self.stages:
             s.grad_checkpointing = enable
-
-    def no_weight_decay(self) -> set[str]:
-        """Names of 1-D parameters (norms, biases, layer scales), exempt from weight decay by convention."""
-        return {n for n, p in self.named_parameters() if p.ndim <= 1}
 
 
 def init_weights(model: nn.Module, head_init_scale: float = 1.0) -> None:

@@ -29,15 +29,14 @@ from torch import Tensor, nn
 
 from convatlas.layers.classifier import NormMlpClassifierHead
 from convatlas.layers.drop_path import drop_path_rates
-from convatlas.layers.validation import check_input
 from convatlas.models.backbone import checkpoint_seq
-from convatlas.models.classification.convnext import ConvNeXtBlock, init_weights
+from convatlas.models.classification.convnext import ConvNeXtBlock, ConvNeXtContract, init_weights
 from convatlas.registry import Reported, register_model
 
 __all__ = ["ConvNeXtIsotropic", "checkpoint_filter_fn"]
 
 
-class ConvNeXtIsotropic(nn.Module):
+class ConvNeXtIsotropic(ConvNeXtContract):
     """Isotropic ConvNeXt (card: convnext): (B, in_chans, H, W) -> (B, num_classes); H, W multiples of ``patch_size``.
 
     Args:
@@ -83,7 +82,7 @@ class ConvNeXtIsotropic(nn.Module):
             raise ValueError(f"ConvNeXtIsotropic: drop_path_rate must be in [0, 1), got {drop_path_rate}")
         self.num_classes = num_classes
         self.in_chans = in_chans
-        self.patch_size = patch_size
+        self.patch_size = self.total_stride = patch_size
         self.grad_checkpointing = False
         self.stem = nn.Conv2d(in_chans, dim, kernel_size=patch_size, stride=patch_size)
         rates = drop_path_rates([depth], drop_path_rate)[0]
@@ -101,15 +100,6 @@ class ConvNeXtIsotropic(nn.Module):
             dim, num_classes, pool_type=global_pool, drop_rate=drop_rate, norm_eps=norm_eps
         )
         init_weights(self, head_init_scale)
-
-    @property
-    def _name(self) -> str:
-        return getattr(self, "pretrained_cfg", {}).get("architecture", type(self).__name__)
-
-    def _check(self, x: Tensor) -> Tensor:
-        check_input(self._name, x, ndim=4, channels=self.in_chans, min_size=self.patch_size,
-                    multiple_of=self.patch_size)  # fmt: skip
-        return x.contiguous(memory_format=torch.channels_last)
 
     def forward_stages(self, x: Tensor, max_index: int | None = None) -> list[Tensor]:
         """(B, C, H, W) -> block outputs [(B, dim, H/16, W/16)] up to block ``max_index`` (default all)."""
@@ -130,35 +120,9 @@ class ConvNeXtIsotropic(nn.Module):
             return checkpoint_seq(self.blocks, x)
         return self.blocks(x)
 
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        """(B, dim, h, w) -> logits (B, num_classes), or pooled+normalised features if ``pre_logits``."""
-        if self.head is None:
-            raise RuntimeError(f"{self._name}: the head was removed (remove_head/features_only)")
-        return self.head(x, pre_logits=pre_logits)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """(B, in_chans, H, W) -> (B, num_classes)."""
-        return self.forward_head(self.forward_features(x))
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """Replace the classifier with a fresh one of ``num_classes`` outputs (0: identity)."""
-        if self.head is None:
-            raise RuntimeError(f"{self._name}: the head was removed (remove_head/features_only)")
-        self.num_classes = num_classes
-        self.head.reset(num_classes, global_pool)
-
-    def remove_head(self) -> None:
-        """Drop the head; only the stem and blocks remain."""
-        self.head = None
-        self.num_classes = 0
-
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Activation checkpointing per block."""
         self.grad_checkpointing = enable
-
-    def no_weight_decay(self) -> set[str]:
-        """Names of 1-D parameters (norms, biases, layer scales)."""
-        return {n for n, p in self.named_parameters() if p.ndim <= 1}
 
 
 def checkpoint_filter_fn(state_dict: dict[str, Tensor], model: nn.Module) -> dict[str, Tensor]:

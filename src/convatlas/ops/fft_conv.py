@@ -41,6 +41,7 @@ For a fixed kernel (inference) compute its spectrum once with :func:`kernel_spec
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from typing import Literal
 
@@ -70,6 +71,8 @@ __all__ = [
     "fast_fft_size",
     "DISPATCH",
     "measure_dispatch",
+    "set_workspace_limit",
+    "clear_workspace",
 ]
 
 Backend = Literal["auto", "torch", "monarch", "direct", "blocked"]
@@ -355,6 +358,64 @@ def fft_conv(
 # whole-tensor pass per op on the 2-core development machine; benchmarks/long_conv.py).
 _BLOCK_SAMPLES = 1 << 19
 
+# Reused FFT workspaces (zero-padded input, spectrum, irfft output), one set per thread, CPU only. Large fresh
+# buffers are mmapped by malloc and page-faulted in on every call (~13 ms per 32 MiB on the development CPU, as
+# much as a whole FFT pass at L = 1M); reusing them also means the zero padding is written once, not per call.
+# ``set_workspace_limit(0)`` disables the cache, ``clear_workspace()`` frees it.
+_WORKSPACE_LIMIT = 1 << 28  # bytes kept per thread
+# Blocks of at least this many samples use the workspaces (glibc always mmaps allocations >= 32 MiB, so such
+# buffers are page-faulted in afresh on every call); smaller blocks run faster with plain out-of-place ops, whose
+# buffers malloc reuses (measured both ways on the development CPU).
+_WORKSPACE_MIN_SAMPLES = 1 << 23
+
+
+class _WorkspaceCache(threading.local):
+    def __init__(self) -> None:
+        self.entry: tuple[tuple, list] | None = None
+
+
+_WS = _WorkspaceCache()
+
+
+def set_workspace_limit(nbytes: int) -> None:
+    """Largest FFT workspace (bytes, per thread) :func:`fft_conv` keeps between calls on CPU; 0 disables it."""
+    global _WORKSPACE_LIMIT
+    if nbytes < 0:
+        raise ValueError(f"set_workspace_limit: expected nbytes >= 0, got {nbytes}")
+    _WORKSPACE_LIMIT = int(nbytes)
+    if _WS.entry is not None and _ws_bytes(_WS.entry[0]) > _WORKSPACE_LIMIT:
+        _WS.entry = None
+
+
+def clear_workspace() -> None:
+    """Free the FFT workspace cached by :func:`fft_conv` in this thread."""
+    _WS.entry = None
+
+
+def _ws_bytes(key: tuple) -> int:
+    rows, n, dt = key[0], key[1], key[2]
+    return rows * (2 * n + 2 * (n // 2 + 1)) * torch.empty((), dtype=dt).element_size()
+
+
+def _workspace(rows: int, n: int, seq_len: int, dt: torch.dtype, device: torch.device) -> list:
+    """``[xpad (rows, n) with zeros beyond seq_len, xf (rows, n//2+1) complex, yb (rows, n)]``."""
+    key = (rows, n, dt, device)
+    ent = _WS.entry
+    if ent is not None and ent[0] == key:
+        bufs = ent[1]
+        if bufs[3] != seq_len:  # zero tail for this length
+            bufs[0][:, seq_len:].zero_()
+            bufs[3] = seq_len
+        return bufs
+    cdt = torch.complex128 if dt == torch.float64 else torch.complex64
+    xpad = torch.empty(rows, n, dtype=dt, device=device)
+    xpad[:, seq_len:].zero_()
+    bufs = [xpad, torch.empty(rows, n // 2 + 1, dtype=cdt, device=device),
+            torch.empty(rows, n, dtype=dt, device=device), seq_len]
+    if device.type == "cpu" and _ws_bytes(key) <= _WORKSPACE_LIMIT:
+        _WS.entry = (key, bufs)
+    return bufs
+
 
 def _block_rows(n: int) -> int:
     return max(4, min(256, _BLOCK_SAMPLES // max(n, 1)))
@@ -373,6 +434,81 @@ def _blocks(bsz: int, h: int, n: int):
             yield b0, min(bsz, b0 + bb), 0, h
 
 
+def _max_block_rows(bsz: int, h: int, n: int) -> int:
+    rows = _block_rows(n)
+    return min(h, rows) if h >= rows else min(bsz, max(1, rows // h)) * h
+
+
+def _block_conv(
+    src: Tensor,
+    k_f: Tensor,
+    n: int,
+    keep: int | None,
+    out: Tensor,
+    d: Tensor | None = None,
+    g1: Tensor | None = None,
+    g2: Tensor | None = None,
+    cdt: torch.dtype = torch.float32,
+    hook=None,
+) -> None:
+    """``out = (irfft(rfft(src·g1, n)[:keep] · k_f, n)[..., :L] + d·src·g1) · g2``, block by block (no grad).
+
+    ``src``/``out``/gates ``(B, H, L)`` (gates already expanded), ``k_f`` ``(H, keep or n//2+1)``, ``d`` ``(H, 1)``.
+    Each block: cast+gate into a zero-padded workspace, rfft into a workspace, multiply in place, irfft into a
+    workspace, skip term written straight into ``out``; all of it while the block is in cache. ``hook(b0, b1, h0,
+    h1, xf, x)``, if given, sees each block's input spectrum before the product (the backward's kernel gradient).
+    """
+    bsz, h, seq_len = src.shape
+    rows = _max_block_rows(bsz, h, n)
+    ws = _workspace(rows, n, seq_len, cdt, src.device) if rows * n >= _WORKSPACE_MIN_SAMPLES else None
+    direct_out = out.dtype == cdt and g2 is None
+    for b0, b1, h0, h1 in _blocks(bsz, h, n):
+        if ws is not None:
+            shape = (b1 - b0, h1 - h0)
+            r = shape[0] * shape[1]
+            xpad = ws[0][:r].view(*shape, n)
+            xf = ws[1][:r].view(*shape, n // 2 + 1)
+            yb = ws[2][:r].view(*shape, n)
+            x = xpad[..., :seq_len]
+            if g1 is not None:
+                torch.mul(src[b0:b1, h0:h1], g1[b0:b1, h0:h1], out=x)
+            else:
+                x.copy_(src[b0:b1, h0:h1])
+            torch.fft.rfft(xpad, out=xf)
+        else:  # small blocks: plain ops are faster (malloc reuses the freed blocks; rfft pads internally)
+            x = src[b0:b1, h0:h1].to(cdt)
+            if g1 is not None:
+                x = x * g1[b0:b1, h0:h1]
+            xf = torch.fft.rfft(x, n)
+        if hook is not None:
+            hook(b0, b1, h0, h1, xf, x)
+        if keep is not None:
+            if ws is not None:
+                xf[..., keep:].zero_()
+            else:
+                xf = xf[..., :keep]
+            xf[..., :keep].mul_(k_f[h0:h1])
+        else:
+            xf.mul_(k_f[h0:h1])
+        if ws is not None:
+            torch.fft.irfft(xf, n, out=yb)
+        else:
+            yb = torch.fft.irfft(xf, n)
+        y = yb[..., :seq_len]
+        o = out[b0:b1, h0:h1]
+        if direct_out:
+            if d is not None:
+                torch.addcmul(y, x, d[h0:h1], out=o)
+            else:
+                o.copy_(y)
+            continue
+        if d is not None:
+            y.addcmul_(x, d[h0:h1])
+        if g2 is not None:
+            y.mul_(g2[b0:b1, h0:h1])
+        o.copy_(y)
+
+
 def _fused_rfft_conv_nograd(
     u: Tensor, s: KernelSpectrum, d: Tensor | None, g1: Tensor | None, g2: Tensor | None, cdt: torch.dtype
 ) -> Tensor:
@@ -382,19 +518,7 @@ def _fused_rfft_conv_nograd(
     g2 = g2.expand(u.shape) if g2 is not None else None
     dd = d.reshape(h, 1).to(cdt) if d is not None else None
     with torch.no_grad():
-        for b0, b1, h0, h1 in _blocks(bsz, h, s.n):
-            x = u[b0:b1, h0:h1].to(cdt)
-            if g1 is not None:
-                x = x * g1[b0:b1, h0:h1].to(cdt)
-            xf = torch.fft.rfft(x, s.n)
-            if s.freq_keep is not None:
-                xf = xf[..., : s.freq_keep]
-            y = torch.fft.irfft(xf * s.k_f[h0:h1], s.n)[..., :seq_len]
-            if dd is not None:
-                y = torch.addcmul(y, x, dd[h0:h1])
-            if g2 is not None:
-                y = y * g2[b0:b1, h0:h1].to(cdt)
-            out[b0:b1, h0:h1] = y
+        _block_conv(u, s.k_f, s.n, s.freq_keep, out, dd, g1, g2, cdt)
     return out
 
 
@@ -406,17 +530,8 @@ class _BlockedRfftConv(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, v: Tensor, k_f: Tensor, k: Tensor | None, d: Tensor | None, n: int, keep: int | None):
-        bsz, h, seq_len = v.shape
         out = torch.empty_like(v)
-        for b0, b1, h0, h1 in _blocks(bsz, h, n):
-            x = v[b0:b1, h0:h1]
-            xf = torch.fft.rfft(x, n)
-            if keep is not None:
-                xf = xf[..., :keep]
-            y = torch.fft.irfft(xf * k_f[h0:h1], n)[..., :seq_len]
-            if d is not None:
-                y = torch.addcmul(y, x, d[h0:h1, None])
-            out[b0:b1, h0:h1] = y
+        _block_conv(v, k_f, n, keep, out, d[:, None] if d is not None else None, cdt=v.dtype)
         ctx.save_for_backward(v, k_f, d)
         ctx.n, ctx.keep, ctx.taps = n, keep, (k.shape[-1] if k is not None else 0)
         return out
@@ -427,29 +542,28 @@ class _BlockedRfftConv(torch.autograd.Function):
         n, keep, taps = ctx.n, ctx.keep, ctx.taps
         bsz, h, seq_len = v.shape
         need_v, need_k, need_d = ctx.needs_input_grad[0], ctx.needs_input_grad[2], ctx.needs_input_grad[3]
-        gv = torch.empty_like(v) if need_v else None
+        gy = gy.to(v.dtype).contiguous()
         gkf = torch.zeros_like(k_f) if need_k else None
         gd = torch.zeros(h, dtype=v.dtype, device=v.device) if (need_d and d is not None) else None
-        kc = k_f.conj()
-        for b0, b1, h0, h1 in _blocks(bsz, h, n):
-            g = gy[b0:b1, h0:h1]
-            gf = torch.fft.rfft(g, n)
-            if keep is not None:
-                gf = gf[..., :keep]
-            if need_v:
-                r = torch.fft.irfft(gf * kc[h0:h1], n)[..., :seq_len]
-                if d is not None:
-                    r = torch.addcmul(r, g, d[h0:h1, None])
-                gv[b0:b1, h0:h1] = r
-            if need_k or gd is not None:
-                x = v[b0:b1, h0:h1]
-                if need_k:
-                    xf = torch.fft.rfft(x, n)
-                    if keep is not None:
-                        xf = xf[..., :keep]
-                    gkf[h0:h1] += (gf * xf.conj()).sum(0)
-                if gd is not None:
-                    gd[h0:h1] += (g * x).sum((0, 2))
+
+        def grads_of_kernel_and_skip(b0: int, b1: int, h0: int, h1: int, gf: Tensor, g: Tensor) -> None:
+            x = v[b0:b1, h0:h1]
+            if need_k:  # correlation of the gradient with the input, in frequency: sum_b G · conj(V)
+                xf = torch.fft.rfft(x, n)
+                if keep is not None:
+                    gkf[h0:h1] += (gf[..., :keep] * xf[..., :keep].conj()).sum(0).to(k_f.dtype)
+                else:
+                    gkf[h0:h1] += (gf * xf.conj()).sum(0).to(k_f.dtype)
+            if gd is not None:
+                gd[h0:h1] += (g * x).sum((0, 2))
+
+        hook = grads_of_kernel_and_skip if (need_k or gd is not None) else None
+        gv = None
+        if need_v or hook is not None:
+            # grad wrt v: correlation with the kernel = the same blocked pass with the conjugate spectrum.
+            buf = torch.empty_like(v)
+            _block_conv(gy, k_f.conj(), n, keep, buf, d[:, None] if d is not None else None, cdt=v.dtype, hook=hook)
+            gv = buf if need_v else None
         gk = None
         if need_k:
             # correlation of grad with input: first Lk taps of irfft(sum_b G · conj(V))

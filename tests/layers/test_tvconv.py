@@ -58,3 +58,46 @@ def test_identities() -> None:
     assert len(checks) >= 2
     for c in checks:
         c.fn()
+
+
+def test_custom_op_gradcheck_and_mac_count() -> None:
+    from convatlas.analysis.complexity import measure_complexity
+    from convatlas.layers.tvconv import tvconv_apply, tvconv_dw
+
+    for s in (1, 2):
+        x = torch.randn(2, 3, 6, 6, dtype=torch.float64, requires_grad=True)
+        w = torch.randn(1, 3, 9, 6 // s, 6 // s, dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradcheck(lambda a, b: tvconv_dw(a, b, s), (x, w))
+        assert torch.equal(tvconv_dw(x, w, s), tvconv_apply(x, w, 3, s))
+    with torch.device("meta"):
+        layer = TVConv(16, 8, 8)
+        layer.reparameterize()
+        c = measure_complexity(layer, (torch.randn(1, 16, 8, 8),))
+    assert c.gmacs * 1e9 == 16 * 9 * 8 * 8  # one MAC per tap per output, as a depthwise conv
+    assert c.params == 0  # deployed form: kernels are buffers (official TVConv_test)
+
+
+def test_compile_tiny_layer() -> None:
+    layer = TVConv(4, 6, 6, inter_chans=4)
+    x = torch.randn(2, 4, 6, 6)
+    ref = layer(x)
+    out = torch.compile(layer, backend="eager")(x)
+    torch.testing.assert_close(out, ref)
+
+
+def test_am_softmax_head() -> None:
+    from convatlas.layers.am_softmax import AMSoftmax
+
+    torch.manual_seed(0)
+    head = AMSoftmax(8, 5)
+    assert torch.allclose(head.weight.norm(dim=1), torch.ones(5))
+    e = torch.randn(4, 8)
+    y = torch.tensor([0, 1, 4, 2])
+    cos = torch.nn.functional.normalize(e) @ torch.nn.functional.normalize(head.weight, dim=1).t()
+    torch.testing.assert_close(head(e), 32 * cos)
+    out = head(e, y)
+    torch.testing.assert_close(out[torch.arange(4), y], 32 * (cos[torch.arange(4), y] - 0.35))
+    with pytest.raises(ValueError, match="AMSoftmax"):
+        head(torch.randn(4, 7))
+    with pytest.raises(ValueError, match="labels"):
+        head(e, y[:2])

@@ -14,10 +14,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.flop_counter import register_flop_formula
 
 from convatlas.identities import register_component, register_identity
 
-__all__ = ["TVConv", "tvconv_unfold_reference", "tvconv_apply"]
+__all__ = ["TVConv", "tvconv_unfold_reference", "tvconv_apply", "tvconv_dw"]
 
 
 def tvconv_unfold_reference(x: Tensor, weight: Tensor, k: int, stride: int) -> Tensor:
@@ -46,6 +47,69 @@ def tvconv_apply(x: Tensor, weight: Tensor, k: int, stride: int) -> Tensor:
             term = weight[:, :, i * k + j] * view
             out = term if out is None else out + term
     return out
+
+
+def _views(xp: Tensor, k: int, stride: int, h: int, w: int):
+    for i in range(k):
+        for j in range(k):
+            yield i * k + j, (slice(None), slice(None), slice(i, i + stride * (h - 1) + 1, stride),
+                              slice(j, j + stride * (w - 1) + 1, stride))
+
+
+@torch.library.custom_op("convatlas::tvconv_dw", mutates_args=())
+def _tvconv_dw_op(x: Tensor, weight: Tensor, stride: int) -> Tensor:
+    k = int(round(weight.shape[2] ** 0.5))
+    return tvconv_apply(x, weight, k, stride)
+
+
+@_tvconv_dw_op.register_fake
+def _(x: Tensor, weight: Tensor, stride: int) -> Tensor:
+    return x.new_empty((x.shape[0], x.shape[1], weight.shape[-2], weight.shape[-1]))
+
+
+def _tvconv_setup(ctx, inputs, output) -> None:  # noqa: ANN001
+    x, weight, stride = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.stride = stride
+
+
+def _tvconv_backward(ctx, grad: Tensor):  # noqa: ANN001, ANN202
+    x, weight = ctx.saved_tensors
+    s, k2 = ctx.stride, weight.shape[2]
+    k = int(round(k2 ** 0.5))
+    p = (k - 1) // 2
+    h, w = weight.shape[-2:]
+    gx = gw = None
+    if ctx.needs_input_grad[0]:
+        gxp = x.new_zeros(x.shape[0], x.shape[1], x.shape[2] + 2 * p, x.shape[3] + 2 * p)
+        for ij, idx in _views(gxp, k, s, h, w):
+            gxp[idx] += weight[:, :, ij] * grad
+        gx = gxp[:, :, p : p + x.shape[2], p : p + x.shape[3]]
+    if ctx.needs_input_grad[1]:
+        xp = F.pad(x, (p, p, p, p))
+        gw = torch.stack([(grad * xp[idx]).sum(0, keepdim=True) for _, idx in _views(xp, k, s, h, w)], dim=2)
+        gw = gw.sum_to_size(weight.shape)
+    return gx, gw, None
+
+
+_tvconv_dw_op.register_autograd(_tvconv_backward, setup_context=_tvconv_setup)
+
+
+@register_flop_formula(torch.ops.convatlas.tvconv_dw)
+def _tvconv_flops(x_shape, w_shape, stride, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001
+    # One multiply-add per kernel tap per output element, as a depthwise conv (the paper's FLOP convention).
+    b, c, h, w = out_shape
+    return 2 * b * c * h * w * w_shape[2]
+
+
+def tvconv_dw(x: Tensor, weight: Tensor, stride: int = 1) -> Tensor:
+    """Per-pixel depthwise conv as one operator: x (B, C, H, W), weight (1, C, k*k, h, w) -> (B, C, h, w).
+
+    Same numbers as :func:`tvconv_apply` (shifted strided views, 'same' zero padding), wrapped as the custom op
+    ``convatlas::tvconv_dw`` so that MAC counters (``FlopCounterMode``) see its C*k*k*h*w multiply-adds per
+    image, exactly what a depthwise conv of the same shape costs, and ``torch.compile`` keeps it as one node.
+    """
+    return _tvconv_dw_op(x, weight, stride)
 
 
 def _gen_block(cin: int, cout: int, h: int, w: int) -> nn.Sequential:
@@ -132,7 +196,7 @@ class TVConv(nn.Module):
                 f"got {tuple(x.shape)}"
             )
         weight = self.generate_weight().to(x.dtype)
-        out = tvconv_apply(x, weight, self.kernel_size, self.stride)
+        out = tvconv_dw(x, weight, self.stride)
         bias = self.generate_bias()
         return out if bias is None else out + bias.to(x.dtype)
 

@@ -22,11 +22,24 @@ Card facts (official ``AILab-CVC/UniRepLKNet/unireplknet.py``, read with the sea
   ``Reported.gmacs`` holds the official-code count (the paper rounds to 0.1 G, which is up to 7% off for A).
 - UniRepLKNet-H is the journal extension's variant (slug scaling-up-kernels), same code.
 
-Non-image uses (the same blocks, modality-specific input reshaping only): :class:`UniRepLKNetAudio`
-(spectrogram (B, T, F) -> (B, 1, T, F)), :class:`UniRepLKNetVideo` (frames tiled into one image, 16 x 224^2 ->
-896^2) and :class:`UniRepLKNetTimeSeries` (Corrformer-style per-node embedding (B, L, N) -> (B*N, 1, L, D') ->
-forecasting head). The point-cloud adapter (three-view projections produced by conv layers) is not specified in
-enough detail by the cards and is not implemented.
+Non-image uses (the same blocks, modality-specific input handling only; settings from the official
+``Audio/``, ``Video/``, ``Point/``, ``Time-Series/`` code, all registered on UniRepLKNet-S):
+
+- :class:`UniRepLKNetAudio` (``unireplknet_s_audio``): spectrogram (B, T, F) -> (B, 1, F, T) image (official
+  ``unsqueeze(1).transpose(2, 3)``), 35 Speech Commands V2 classes at 128 x 128.
+- :class:`UniRepLKNetVideo` (``unireplknet_s_video``): clip (B, C, T, H, W) -> (B, C, 4H, 4W) by the official memory
+  reshape (16 x 224^2 -> 896^2; ``layout="grid"`` tiles whole frames instead), 400 Kinetics classes.
+- :class:`UniRepLKNetPoint` (``unireplknet_s_point``): points (B, N, 3) -> V learned projections (3, 224, 224)
+  (:class:`~convatlas.layers.point_projection.PointProjectionEncoder`: EdgeConv point features rasterised onto
+  rotated x-y views + multi-view attention fusion) -> per-view features concatenated -> LayerNorm -> Linear;
+  ModelNet-40 config (4096 points, 4 views).
+- :class:`UniRepLKNetTimeSeries` (``unireplknet_s_global_temp`` / ``_global_wind``): Corrformer ``DataEmbedding`` of
+  each node's (L, c) series into (L, D'), read as an H x W image (48 x 768 -> 192 x 192), instance normalisation;
+  deviation: a direct regression head replaces Corrformer's correlation decoder.
+
+The cards record no per-modality accuracy or size figures, so these entries carry none (measured params/MACs are
+asserted in the tests: audio 55,713,755 / 3.01 G, video 55,995,304 / 147.5 G, point 56,973,219 / 107.5 G, Global
+Temp 55,749,334 / 2366 G per 350-node sample).
 
 ``checkpoint_filter_fn`` maps official checkpoint keys (training or deploy form) onto this module layout.
 """
@@ -44,6 +57,7 @@ from convatlas.layers import DropPath, LayerNorm2d, check_input, drop_path_rates
 from convatlas.layers.classifier import NormMlpClassifierHead
 from convatlas.layers.dilated_reparam import DilatedReparamBlock
 from convatlas.layers.grn import GRN
+from convatlas.layers.point_projection import PointProjectionEncoder
 from convatlas.layers.reparam import fuse_conv_bn, reparameterize_model
 from convatlas.layers.squeeze_excite import SqueezeExcite
 from convatlas.models.backbone import checkpoint_seq
@@ -55,7 +69,9 @@ __all__ = [
     "UniRepLKNetAudio",
     "UniRepLKNetTimeSeries",
     "UniRepLKNetVideo",
+    "UniRepLKNetPoint",
     "tile_frames",
+    "video_to_image",
     "default_kernel_sizes",
     "checkpoint_filter_fn",
 ]
@@ -317,24 +333,38 @@ class UniRepLKNet(nn.Module):
     reparameterize_unireplknet = reparameterize  # the official name
 
 
+def _backbone_kwargs(owner: str, variant_kwargs: dict[str, Any], **forced: Any) -> dict[str, Any]:
+    """Backbone arguments with the adapter's fixed ones; a conflicting user value raises instead of being dropped."""
+    for k, v in forced.items():
+        if k in variant_kwargs and variant_kwargs[k] != v:
+            raise ValueError(f"{owner}: {k} is fixed to {v!r} by the adapter, got {variant_kwargs[k]!r}")
+    return {**variant_kwargs, **forced}
+
+
 class UniRepLKNetAudio(nn.Module):
     """UniRepLKNet on audio spectrograms (card: unireplknet): (B, T, F) -> (B, num_classes).
 
-    The spectrogram becomes a 1-channel image (B, 1, T, F); everything else is the image network.
+    As the official ``Audio/src/models/ast_models.py``: the (B, T, F) spectrogram becomes a 1-channel image
+    ``x.unsqueeze(1).transpose(2, 3)`` of shape (B, 1, F, T) (frequency on the height axis); everything else is the
+    image network (its head, global mean -> LayerNorm -> Linear, is the official ``mlp_head``).
 
     Args:
-        variant_kwargs: UniRepLKNet arguments (depths, dims, ...); ``in_chans`` is forced to 1.
+        variant_kwargs: UniRepLKNet arguments (depths, dims, num_classes, ...); ``in_chans`` is 1.
     """
 
     def __init__(self, **variant_kwargs: Any) -> None:
         super().__init__()
-        variant_kwargs["in_chans"] = 1
-        self.backbone = UniRepLKNet(**variant_kwargs)
+        self.backbone = UniRepLKNet(**_backbone_kwargs("UniRepLKNetAudio", variant_kwargs, in_chans=1))
         self.num_classes = self.backbone.num_classes
+
+    @staticmethod
+    def to_image(spec: Tensor) -> Tensor:
+        """(B, T, F) spectrogram -> (B, 1, F, T) image."""
+        return spec.unsqueeze(1).transpose(2, 3)
 
     def forward(self, spec: Tensor) -> Tensor:
         check_input("UniRepLKNetAudio", spec, ndim=3, layout="(B, T, F) spectrogram")
-        return self.backbone(spec.unsqueeze(1))
+        return self.backbone(self.to_image(spec))
 
     def reparameterize(self) -> "UniRepLKNetAudio":
         self.backbone.reparameterize()
@@ -358,69 +388,235 @@ def tile_frames(video: Tensor, grid: tuple[int, int] | None = None) -> Tensor:
     return video.view(b, gh, gw, c, h, w).permute(0, 3, 1, 4, 2, 5).reshape(b, c, gh * h, gw * w)
 
 
-class UniRepLKNetVideo(nn.Module):
-    """UniRepLKNet on video clips (card: unireplknet): (B, T, C, H, W) -> (B, num_classes).
+def video_to_image(video: Tensor, layout: str = "reshape", grid: tuple[int, int] | None = None) -> Tensor:
+    """(B, C, T, H, W) clip -> (B, C, H', W') image.
 
-    The T frames are tiled into one (C, gh*H, gw*W) image (:func:`tile_frames`) and classified by the image network.
+    ``layout="reshape"`` is the official one (``Video/engine_for_finetuning.py``: ``x.reshape(B, C, 4H, 4W)`` for
+    T=16): the memory of each channel is re-read as an (sH, sW) image with s = sqrt(T), so frame t fills rows
+    [tH/s, (t+1)H/s) and each of those rows holds s consecutive rows of the frame. ``layout="grid"`` tiles whole
+    frames on a (gh, gw) grid instead (:func:`tile_frames`).
+    """
+    if video.ndim != 5:
+        raise ValueError(f"video_to_image: expected (B, C, T, H, W), got shape {tuple(video.shape)}")
+    b, c, t, h, w = video.shape
+    if layout == "reshape":
+        if grid is not None:
+            raise ValueError("video_to_image: grid applies to layout='grid' only")
+        s = math.isqrt(t)
+        if s * s != t:
+            raise ValueError(f"video_to_image: layout='reshape' needs a square number of frames, got T={t}")
+        return video.reshape(b, c, h * s, w * s)
+    if layout == "grid":
+        return tile_frames(video.transpose(1, 2), grid)
+    raise ValueError(f"video_to_image: layout must be 'reshape' or 'grid', got {layout!r}")
+
+
+class UniRepLKNetVideo(nn.Module):
+    """UniRepLKNet on video clips (card: unireplknet): (B, C, T, H, W) -> (B, num_classes).
+
+    The clip becomes one (C, sH, sW) image (:func:`video_to_image`; 16 x 224^2 -> 896^2) classified by the image
+    network, as the official Kinetics-400 code does.
 
     Args:
-        grid: frame grid (default: squarest factorisation of T).
+        layout: ``"reshape"`` (official) or ``"grid"`` (whole frames tiled).
+        grid: frame grid for ``layout="grid"`` (default: squarest factorisation of T).
         variant_kwargs: UniRepLKNet arguments.
     """
 
-    def __init__(self, grid: tuple[int, int] | None = None, **variant_kwargs: Any) -> None:
+    def __init__(self, layout: str = "reshape", grid: tuple[int, int] | None = None, **variant_kwargs: Any) -> None:
         super().__init__()
-        self.grid = grid
+        if layout not in ("reshape", "grid"):
+            raise ValueError(f"UniRepLKNetVideo: layout must be 'reshape' or 'grid', got {layout!r}")
+        if grid is not None and layout != "grid":
+            raise ValueError("UniRepLKNetVideo: grid applies to layout='grid' only")
+        self.layout, self.grid = layout, grid
         self.backbone = UniRepLKNet(**variant_kwargs)
+        self.num_classes = self.backbone.num_classes
 
     def forward(self, video: Tensor) -> Tensor:
-        check_input("UniRepLKNetVideo", video, ndim=5, layout="(B, T, C, H, W) clip")
-        return self.backbone(tile_frames(video, self.grid))
+        check_input("UniRepLKNetVideo", video, ndim=5, channels=self.backbone.in_chans, layout="(B, C, T, H, W) clip")
+        try:
+            img = video_to_image(video, self.layout, self.grid)
+        except ValueError as e:
+            raise ValueError(f"UniRepLKNetVideo: {e}") from None
+        return self.backbone(img)
 
     def reparameterize(self) -> "UniRepLKNetVideo":
         self.backbone.reparameterize()
         return self.eval()
 
 
-class UniRepLKNetTimeSeries(nn.Module):
-    """UniRepLKNet for multivariate forecasting (card: unireplknet): (B, L, N) -> (B, horizon, N).
+def _sinusoid_table(n: int, dim: int) -> Tensor:
+    pos = torch.arange(n, dtype=torch.float32)[:, None]
+    div = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    pe = torch.zeros(n, dim)
+    pe[:, 0::2] = torch.sin(pos * div)
+    pe[:, 1::2] = torch.cos(pos * div[: dim // 2])
+    return pe
 
-    Corrformer-style embedding as the paper describes: each of the N node series (length L) is embedded per time
-    step into D' features (circular Conv1d k=3 token embedding + sinusoidal position), giving a (L, D') map per node;
-    the (B*N, 1, L, D') maps go through the image network, and a Linear head regresses ``horizon`` future values per
-    node. Deviation: Corrformer's calendar-feature embedding and its decoder are omitted (the card gives no detail).
+
+# Calendar fields of Corrformer's fixed temporal embedding: (name, table size), in x_mark column order.
+_CALENDAR = (("month", 13), ("day", 32), ("weekday", 7), ("hour", 24), ("minute", 4))
+
+
+class UniRepLKNetTimeSeries(nn.Module):
+    """UniRepLKNet for multivariate forecasting (card: unireplknet): (B, L, N*c) -> (B, horizon, N*c).
+
+    Follows the official ``Time-Series/models/Corrformer.py`` (Global Temp/Wind): instance normalisation of each
+    series with a learned per-channel affine (undone on the output); the D = N*c input columns form N nodes of c
+    channels; each node is embedded per time step into D' features by Corrformer's ``DataEmbedding`` (circular
+    Conv1d k=3 value embedding, no bias + optional fixed calendar embedding of ``x_mark`` + optional linear
+    embedding of standardised node coordinates); the (L, D') map of each node is read as a (1, H, W) image with
+    H*W = L*D' (official: 48 x 768 -> 192 x 192) and encoded by the image network.
+
+    Deviation (documented): the official model decodes the encoder features with Corrformer's auto/cross-
+    correlation decoder; here the network's own head (global mean -> LayerNorm -> Linear) regresses the
+    ``horizon * c`` future values of each node directly.
 
     Args:
-        seq_len: L (input length).
+        seq_len: L.
         horizon: predicted steps.
-        embed_dim: D' (the map width).
-        variant_kwargs: UniRepLKNet arguments; ``in_chans=1`` and ``num_classes=horizon`` are set here.
+        embed_dim: D' (official 768).
+        node_channels: c, series per node (official Global Temp: 11; D = 350 * 11).
+        map_size: (H, W) with H*W = L*D' (default (L, D')).
+        revin: instance normalisation + learned affine (official).
+        pos_embed: add a sinusoidal time-step embedding (not in the official DataEmbedding; off by default).
+        calendar: ``None`` or ``"h"`` / ``"t"``: fixed sinusoidal month/day/weekday/hour(/minute) embedding of
+            ``x_mark`` (B, L, 4|5) integer calendar fields; ``forward`` then requires ``x_mark``.
+        node_positions: (N, P) node coordinates (official: station lat/lon/elevation, P = 3c); standardised per
+            column and embedded by a Linear P -> D'. Fixes N.
+        variant_kwargs: UniRepLKNet arguments; ``in_chans=1``, ``num_classes=horizon*c`` are set here.
     """
 
-    def __init__(self, seq_len: int, horizon: int, embed_dim: int = 32, **variant_kwargs: Any) -> None:
+    def __init__(self, seq_len: int, horizon: int, embed_dim: int = 32, node_channels: int = 1,
+                 map_size: tuple[int, int] | None = None, revin: bool = True, pos_embed: bool = False,
+                 calendar: str | None = None, node_positions: Tensor | None = None, **variant_kwargs: Any) -> None:
         super().__init__()
+        name = "UniRepLKNetTimeSeries"
+        if seq_len < 1 or horizon < 1 or embed_dim < 2 or node_channels < 1:
+            raise ValueError(f"{name}: seq_len, horizon, node_channels >= 1 and embed_dim >= 2 required")
+        map_size = (seq_len, embed_dim) if map_size is None else tuple(map_size)
+        if len(map_size) != 2 or map_size[0] * map_size[1] != seq_len * embed_dim:
+            raise ValueError(f"{name}: map_size {map_size} must hold L*D' = {seq_len * embed_dim} values")
+        if calendar not in (None, "h", "t"):
+            raise ValueError(f"{name}: calendar must be None, 'h' or 't', got {calendar!r}")
         self.seq_len, self.horizon, self.embed_dim = seq_len, horizon, embed_dim
-        self.token = nn.Conv1d(1, embed_dim, 3, padding=1, padding_mode="circular", bias=False)
-        pos = torch.arange(seq_len, dtype=torch.float32)[:, None]
-        div = torch.exp(torch.arange(0, embed_dim, 2, dtype=torch.float32) * (-math.log(10000.0) / embed_dim))
-        pe = torch.zeros(seq_len, embed_dim)
-        pe[:, 0::2] = torch.sin(pos * div)
-        pe[:, 1::2] = torch.cos(pos * div[: embed_dim // 2])
-        self.register_buffer("pos", pe, persistent=False)
-        variant_kwargs.update(in_chans=1, num_classes=horizon)
-        self.backbone = UniRepLKNet(**variant_kwargs)
+        self.node_channels, self.map_size, self.calendar = node_channels, map_size, calendar
+        self.value_embedding = nn.Conv1d(node_channels, embed_dim, 3, padding=1, padding_mode="circular", bias=False)
+        nn.init.kaiming_normal_(self.value_embedding.weight, mode="fan_in", nonlinearity="leaky_relu")
+        self.register_buffer("pos", _sinusoid_table(seq_len, embed_dim) if pos_embed else None, persistent=False)
+        if calendar is not None:
+            fields = _CALENDAR if calendar == "t" else _CALENDAR[:4]
+            for fname, size in fields:
+                self.register_buffer(f"cal_{fname}", _sinusoid_table(size, embed_dim), persistent=False)
+            self.calendar_fields = tuple(f for f, _ in fields)
+        else:
+            self.calendar_fields = ()
+        if node_positions is not None:
+            p = torch.as_tensor(node_positions, dtype=torch.float32)
+            if p.ndim != 2:
+                raise ValueError(f"{name}: node_positions must be (N, P), got shape {tuple(p.shape)}")
+            p = (p - p.mean(0)) / p.std(0, unbiased=False).clamp_min(1e-12)  # StandardScaler
+            self.register_buffer("node_positions", p)
+            self.geo_embedding: nn.Module | None = nn.Linear(p.shape[1], embed_dim)
+        else:
+            self.node_positions = None
+            self.geo_embedding = None
+        self.revin = revin
+        if revin:
+            self.affine_weight = nn.Parameter(torch.ones(node_channels))
+            self.affine_bias = nn.Parameter(torch.zeros(node_channels))
+        self.backbone = UniRepLKNet(**_backbone_kwargs(name, variant_kwargs, in_chans=1,
+                                                       num_classes=horizon * node_channels))
 
-    def forward(self, x: Tensor) -> Tensor:
-        check_input("UniRepLKNetTimeSeries", x, ndim=3, layout=f"(B, L={self.seq_len}, N) series")
-        if x.shape[1] != self.seq_len:
-            raise ValueError(f"UniRepLKNetTimeSeries: expected length L={self.seq_len}, got shape {tuple(x.shape)}")
-        b, length, n = x.shape
-        series = x.permute(0, 2, 1).reshape(b * n, 1, length)                    # (B*N, 1, L)
-        emb = self.token(series).transpose(1, 2) + self.pos.to(x.dtype)         # (B*N, L, D')
-        y = self.backbone(emb.unsqueeze(1))                                     # (B*N, horizon)
-        return y.reshape(b, n, self.horizon).transpose(1, 2)
+    def embed(self, x: Tensor, x_mark: Tensor | None = None) -> Tensor:
+        """(B*N, L, c) node series -> (B*N, 1, H, W) maps (value + calendar + node embeddings)."""
+        bn = x.shape[0]
+        emb = self.value_embedding(x.transpose(1, 2)).transpose(1, 2)                  # (B*N, L, D')
+        if self.pos is not None:
+            emb = emb + self.pos.to(emb.dtype)
+        if x_mark is not None:
+            idx = x_mark.long()
+            n = bn // idx.shape[0]
+            cal = sum(getattr(self, f"cal_{f}")[idx[..., i]] for i, f in enumerate(self.calendar_fields))
+            emb = emb + cal.to(emb.dtype).repeat_interleave(n, dim=0)
+        if self.geo_embedding is not None:
+            geo = self.geo_embedding(self.node_positions.to(emb.dtype))                   # (N, D')
+            emb = emb + geo.repeat(bn // geo.shape[0], 1).unsqueeze(1)
+        return emb.reshape(bn, 1, *self.map_size)
+
+    def forward(self, x: Tensor, x_mark: Tensor | None = None) -> Tensor:
+        name = "UniRepLKNetTimeSeries"
+        c = self.node_channels
+        check_input(name, x, ndim=3, layout=f"(B, L={self.seq_len}, N*{c}) series")
+        b, length, d = x.shape
+        if length != self.seq_len or d % c:
+            raise ValueError(f"{name}: expected (B, L={self.seq_len}, N*{c}), got shape {tuple(x.shape)}")
+        n = d // c
+        if self.node_positions is not None and n != self.node_positions.shape[0]:
+            raise ValueError(f"{name}: built for N={self.node_positions.shape[0]} nodes, got {n}")
+        if self.calendar is None and x_mark is not None:
+            raise ValueError(f"{name}: x_mark given but the model was built with calendar=None")
+        if self.calendar is not None:
+            nf = len(self.calendar_fields)
+            if not isinstance(x_mark, Tensor) or tuple(x_mark.shape) != (b, length, nf):
+                got = None if x_mark is None else tuple(x_mark.shape)
+                raise ValueError(f"{name}: calendar={self.calendar!r} needs x_mark (B, L, {nf}), got {got}")
+        if self.revin:
+            mean = x.mean(1, keepdim=True).detach()
+            std = torch.sqrt(x.var(1, keepdim=True, unbiased=False) + 1e-5).detach()
+            x = (x - mean) / std * self.affine_weight.repeat(n) + self.affine_bias.repeat(n)
+        series = x.reshape(b, length, n, c).permute(0, 2, 1, 3).reshape(b * n, length, c)
+        y = self.backbone(self.embed(series, x_mark))                                    # (B*N, horizon*c)
+        y = y.reshape(b, n, self.horizon, c).permute(0, 2, 1, 3).reshape(b, self.horizon, d)
+        if self.revin:
+            y = (y - self.affine_bias.repeat(n)) / (self.affine_weight.repeat(n) + 1e-10) * std + mean
+        return y
 
     def reparameterize(self) -> "UniRepLKNetTimeSeries":
+        self.backbone.reparameterize()
+        return self.eval()
+
+
+class UniRepLKNetPoint(nn.Module):
+    """UniRepLKNet on point clouds (card: unireplknet): (B, N, 3) -> (B, num_classes).
+
+    Official ``Point/`` pipeline (P2P-style, ModelNet-40 config ``multiview_UniRepLKNet-S.yaml``): a learned
+    projection encoder (:class:`~convatlas.layers.point_projection.PointProjectionEncoder`) renders V views of the
+    cloud as (3, 224, 224) images; the image network encodes each view to a (C, h, w) map; the V maps are
+    concatenated on channels, globally averaged, LayerNorm-ed and classified (official ``PoolingClsHead``).
+
+    Args:
+        num_classes: classes (ModelNet-40: 40).
+        num_views, img_size, obj_size, k, graph_dim, fusion: projection encoder settings (official 4, 224,
+            img_size, 32, 64, True).
+        variant_kwargs: UniRepLKNet arguments (the backbone's own classifier is not built).
+    """
+
+    def __init__(self, num_classes: int = 40, num_views: int = 4, img_size: int = 224, obj_size: int | None = None,
+                 k: int = 32, graph_dim: int = 64, fusion: bool = True, **variant_kwargs: Any) -> None:
+        super().__init__()
+        self.encoder = PointProjectionEncoder(num_views, img_size, obj_size, graph_dim=graph_dim, k=k, fusion=fusion)
+        self.backbone = UniRepLKNet(**_backbone_kwargs("UniRepLKNetPoint", variant_kwargs, in_chans=3, num_classes=0))
+        self.backbone.remove_head()
+        self.num_views, self.num_classes = num_views, num_classes
+        feat = num_views * self.backbone.num_features
+        self.norm = nn.LayerNorm(feat)
+        self.head = nn.Linear(feat, num_classes) if num_classes > 0 else nn.Identity()
+        if isinstance(self.head, nn.Linear):
+            nn.init.trunc_normal_(self.head.weight, std=0.02)
+            nn.init.zeros_(self.head.bias)
+
+    def forward(self, points: Tensor) -> Tensor:
+        check_input("UniRepLKNetPoint", points, ndim=3, layout="(B, N, 3) points")
+        if points.shape[-1] != 3 or points.shape[1] < 2:
+            raise ValueError(f"UniRepLKNetPoint: expected (B, N >= 2, 3) points, got shape {tuple(points.shape)}")
+        f = self.backbone.forward_features(self.encoder(points))                    # (B*V, C, h, w)
+        b = points.shape[0]
+        f = f.mean((2, 3)).reshape(b, -1)                                           # views concatenated
+        return self.head(self.norm(f))
+
+    def reparameterize(self) -> "UniRepLKNetPoint":
         self.backbone.reparameterize()
         return self.eval()
 
@@ -428,6 +624,8 @@ class UniRepLKNetTimeSeries(nn.Module):
 register_component("unireplknet", UniRepLKNetAudio)
 register_component("unireplknet", UniRepLKNetTimeSeries)
 register_component("unireplknet", UniRepLKNetVideo)
+register_component("unireplknet", UniRepLKNetPoint)
+register_component("unireplknet", PointProjectionEncoder)
 register_component("unireplknet", DilatedReparamBlock)
 register_component("scaling-up-kernels", DilatedReparamBlock)
 
@@ -539,6 +737,116 @@ def unireplknet_h(**kwargs: Any) -> UniRepLKNet:
     return _build(dict(depths=(3, 3, 27, 3), dims=(480, 960, 1920, 3840)), kwargs)
 
 
+# --- modality models ---------------------------------------------------------------------------------------------
+# Official settings (AILab-CVC/UniRepLKNet Audio/Video/Point/Time-Series code, read with the search tools), all on
+# UniRepLKNet-S. The cards record no per-modality accuracy/params figures (journal/conference tables not read), so
+# these entries carry no reported figures ("no reference" in `convatlas verify`); measured figures are in the
+# tests. Tiny ``test_unireplknet_<modality>`` variants drive the generic registry tests.
+_S = dict(depths=(3, 3, 27, 3), dims=(96, 192, 384, 768))
+_TINY = dict(depths=(1, 1, 2, 1), dims=(16, 32, 64, 128), kernel_sizes=((3,), (7,), (7, 3), (7,)))
+# Time-Series/models/Corrformer.py: the S layout with 11x11 kernels in stage 4.
+TS_KERNEL_SIZES = ((3,) * 3, (13,) * 3, (13, 3, 3) * 9, (11,) * 3)
+_MODAL: dict[str, Any] = dict(paper="unireplknet", reference="official:AILab-CVC/UniRepLKNet", tags=("reparam",))
+
+
+def _inputs(full: tuple[tuple[int, ...], ...], small: tuple[tuple[int, ...], ...]) -> Any:
+    def make(b: int, is_small: bool) -> tuple[Tensor, ...]:
+        return tuple(torch.randn(b, *s) for s in (small if is_small else full))
+    return make
+
+
+def _ts_inputs(seq: int, d: int, fields: int) -> Any:
+    def make(b: int, is_small: bool) -> tuple[Tensor, ...]:
+        x = torch.randn(b, seq, d)
+        if not fields:
+            return (x,)
+        hi = torch.tensor([13, 32, 7, 24, 4][:fields], dtype=torch.float32)
+        return x, (torch.rand(b, seq, fields) * hi).floor()
+    return make
+
+
+@register_model(**_MODAL, test_only=True, num_classes=5, input_size=(32, 32),
+                example_inputs=_inputs(((32, 32),), ((32, 32),)))
+def test_unireplknet_audio(**kwargs: Any) -> UniRepLKNetAudio:
+    """Tiny audio model: (B, T, F) spectrogram -> 5 classes."""
+    return UniRepLKNetAudio(**{**_TINY, "num_classes": 5, **kwargs})
+
+
+@register_model(**_MODAL, num_classes=35, input_size=(128, 128), example_inputs=_inputs(((128, 128),), ((32, 32),)),
+                reported=Reported(source="Speech Commands V2-35 (Audio/egs/speechcommands/run_sc.sh: 128 frames x "
+                                         "128 mel bins); no figure in the card"))
+def unireplknet_s_audio(**kwargs: Any) -> UniRepLKNetAudio:
+    """UniRepLKNet-S on (B, 128, 128) log-mel spectrograms, 35 Speech Commands V2 classes (official audio setup)."""
+    return UniRepLKNetAudio(**{**_S, "num_classes": 35, **kwargs})
+
+
+@register_model(**_MODAL, test_only=True, num_classes=5, input_size=(3, 4, 16, 16),
+                example_inputs=_inputs(((3, 4, 16, 16),), ((3, 4, 16, 16),)))
+def test_unireplknet_video(**kwargs: Any) -> UniRepLKNetVideo:
+    """Tiny video model: (B, 3, 4, 16, 16) clip -> (B, 3, 32, 32) image -> 5 classes."""
+    return UniRepLKNetVideo(**{**_TINY, "num_classes": 5, **kwargs})
+
+
+@register_model(**_MODAL, num_classes=400, input_size=(3, 16, 224, 224),
+                example_inputs=_inputs(((3, 16, 224, 224),), ((3, 4, 16, 16),)),
+                reported=Reported(source="Kinetics-400, 16 frames x 224^2 -> 896^2 (Video/run_unireplknet.sh); "
+                                         "no figure in the card"))
+def unireplknet_s_video(**kwargs: Any) -> UniRepLKNetVideo:
+    """UniRepLKNet-S on 16-frame 224^2 clips (B, 3, 16, 224, 224), 400 Kinetics classes (official video setup)."""
+    return UniRepLKNetVideo(**{**_S, "num_classes": 400, **kwargs})
+
+
+@register_model(**_MODAL, test_only=True, num_classes=5, input_size=(64, 3),
+                example_inputs=_inputs(((64, 3),), ((64, 3),)))
+def test_unireplknet_point(**kwargs: Any) -> UniRepLKNetPoint:
+    """Tiny point model: 2 views of 32^2 (k=8 neighbours, 16 point features), (B, 64, 3) points -> 5 classes."""
+    return UniRepLKNetPoint(**{**_TINY, "num_classes": 5, "num_views": 2, "img_size": 32, "k": 8, "graph_dim": 16,
+                               **kwargs})
+
+
+@register_model(**_MODAL, num_classes=40, input_size=(4096, 3), example_inputs=_inputs(((4096, 3),), ((64, 3),)),
+                reported=Reported(source="ModelNet-40, 4096 points, 4 views of 224^2 (Point/config/ModelNet40/"
+                                         "multiview_UniRepLKNet-S.yaml); no figure in the card"))
+def unireplknet_s_point(**kwargs: Any) -> UniRepLKNetPoint:
+    """UniRepLKNet-S on (B, 4096, 3) point clouds, 4 projected views, 40 ModelNet classes (official point setup)."""
+    return UniRepLKNetPoint(**{**_S, "num_classes": 40, "num_views": 4, "img_size": 224, **kwargs})
+
+
+@register_model(**_MODAL, task="forecasting", test_only=True, num_classes=3, input_size=(16, 4),
+                example_inputs=_ts_inputs(16, 4, 4))
+def test_unireplknet_timeseries(**kwargs: Any) -> UniRepLKNetTimeSeries:
+    """Tiny forecaster: (B, 16, 2 nodes x 2 channels) + hourly calendar marks -> (B, 3, 4)."""
+    return UniRepLKNetTimeSeries(**{**_TINY, "seq_len": 16, "horizon": 3, "embed_dim": 16, "node_channels": 2,
+                                    "calendar": "h", "map_size": (8, 32), **kwargs})
+
+
+def _global_weather(kwargs: dict[str, Any]) -> UniRepLKNetTimeSeries:
+    return UniRepLKNetTimeSeries(**{**_S, "kernel_sizes": TS_KERNEL_SIZES, "seq_len": 48, "horizon": 24,
+                                    "embed_dim": 768, "node_channels": 11, "map_size": (192, 192), "calendar": "h",
+                                    **kwargs})
+
+
+_WEATHER = dict(task="forecasting", num_classes=24, input_size=(48, 3850), example_inputs=_ts_inputs(48, 3850, 4))
+
+
+@register_model(**_MODAL, **_WEATHER,
+                reported=Reported(source="Global Temp (Time-Series/scripts/Global_Temp/UniRepLKNet.sh: 48 -> 24 steps, "
+                                         "350 nodes x 11 stations, d_model 768); no figure in the card"))
+def unireplknet_s_global_temp(**kwargs: Any) -> UniRepLKNetTimeSeries:
+    """UniRepLKNet-S forecaster for Global Temp: (B, 48, 3850) + calendar (B, 48, 4) -> (B, 24, 3850).
+
+    Pass ``node_positions`` (350, 33) station coordinates to add the official geo embedding."""
+    return _global_weather(kwargs)
+
+
+@register_model(**_MODAL, **_WEATHER,
+                reported=Reported(source="Global Wind (Time-Series/scripts/Global_Wind/UniRepLKNet.sh: same settings "
+                                         "as Global Temp); no figure in the card"))
+def unireplknet_s_global_wind(**kwargs: Any) -> UniRepLKNetTimeSeries:
+    """UniRepLKNet-S forecaster for Global Wind (same architecture and shapes as Global Temp)."""
+    return _global_weather(kwargs)
+
+
 # --- identities -------------------------------------------------------------------------------------------------
 def _randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
     """Random weights, BN statistics, layer scale and GRN parameters, so every fused term matters."""
@@ -586,3 +894,34 @@ def _identity_model_reparam() -> str:
 @register_identity("scaling-up-kernels", "UniRepLKNet re-parameterisation is exact (shared code with unireplknet)")
 def _identity_journal() -> str:
     return _identity_model_reparam()
+
+
+@register_identity("unireplknet", "audio/video/point/time-series models: reparameterize() exact (float64, rel < 1e-5)")
+def _identity_modalities_reparam() -> str:
+    micro = dict(depths=(1, 1, 1, 1), dims=(8, 16, 16, 32), kernel_sizes=((3,), (7,), (5,), (7,)))
+    g = torch.Generator().manual_seed(0)
+    cases = [
+        ("audio", UniRepLKNetAudio(**micro, num_classes=3), (torch.randn(1, 16, 12, generator=g),)),
+        ("video", UniRepLKNetVideo(**micro, num_classes=3), (torch.randn(1, 3, 4, 8, 8, generator=g),)),
+        ("point", UniRepLKNetPoint(**micro, num_classes=3, num_views=2, img_size=16, k=4, graph_dim=8),
+         (torch.randn(1, 24, 3, generator=g),)),
+        ("timeseries", UniRepLKNetTimeSeries(**micro, seq_len=8, horizon=2, embed_dim=8, node_channels=2,
+                                             calendar="h"),
+         (torch.randn(1, 8, 4, generator=g), (torch.rand(1, 8, 4, generator=g) * 7).floor())),
+    ]
+    errs = []
+    for name, model, inputs in cases:
+        model = _randomize_(model).double().eval()
+        if isinstance(model, UniRepLKNetTimeSeries):
+            with torch.no_grad():
+                model.affine_weight.copy_(1 + 0.1 * torch.randn(model.affine_weight.shape, generator=g))
+        inputs = tuple(t.double() for t in inputs)
+        with torch.no_grad():
+            y0 = model(*inputs)
+            model.reparameterize()
+            y1 = model(*inputs)
+        assert not any(isinstance(m, nn.BatchNorm2d) for m in model.backbone.modules()), f"{name}: BN left"
+        err = ((y1 - y0).abs().max() / y0.abs().max()).item()
+        assert err < 1e-5, f"{name}: relative error {err:.2e}"
+        errs.append(f"{name} {err:.1e}")
+    return "max rel error " + ", ".join(errs)

@@ -24,7 +24,7 @@ from convatlas.layers.kv_conv_compressor import KVCache, KVConvCompressor, drop_
 from convatlas.models.sequence.tiny_lm import TinyLM
 from convatlas.registry import Reported, register_model
 
-__all__ = ["LoCoCoCompressor", "convert_official_lococo", "lococo_param_groups"]
+__all__ = ["LoCoCoCompressor", "convert_official_lococo", "lococo_param_groups", "lococo_train"]
 
 
 class LoCoCoCompressor(nn.Module):
@@ -55,24 +55,124 @@ def lococo_param_groups(
     lr: float = 5e-5,
     memory_lr_scale: float = 1.0,
     norm_lr_scale: float = 1.0,
-    compressors_only: bool = True,
+    lora_lr_scale: float = 1.0,
+    weight_decay: float = 0.0,
+    compressors_only: bool = False,
 ) -> list[dict]:
-    """Optimizer parameter groups of the official train.py: compressor weights at ``lr·memory_lr_scale`` (README:
-    1000), norm weights at ``lr·norm_lr_scale`` (README: 5), the rest at ``lr``. ``compressors_only=True``
-    ("inference mode") freezes everything but the compressors (and returns only their group)."""
+    """AdamW parameter groups of the official ``train.py`` (and the matching ``requires_grad`` flags, in place).
+
+    Trainable: compressor weights (group ``memory``, lr·``memory_lr_scale``, README 1000; their biases in
+    ``memory_nd`` without weight decay), every parameter whose name contains ``embed`` or ``norm`` (group
+    ``norm``, lr·``norm_lr_scale``, README 5), LoRA adapters if present (group ``lora``, lr·``lora_lr_scale``).
+    Every other parameter is frozen (the base LM is only adapted through LoRA). ``compressors_only=True`` freezes
+    the embedding/norm group too (the compressors alone, the card's strictest reading of "inference mode")."""
     comp = {id(p) for p in model.compressor_parameters()}
-    groups: dict[str, list] = {"memory": [], "norm": [], "base": []}
+    groups: dict[str, list] = {"memory_nd": [], "memory": [], "norm": [], "lora": []}
     for name, p in model.named_parameters():
         if id(p) in comp:
-            groups["memory"].append(p)
-        elif compressors_only:
-            p.requires_grad_(False)
-        elif "norm" in name:
-            groups["norm"].append(p)
+            key = "memory_nd" if name.endswith("bias") else "memory"
+        elif "lora_" in name:
+            key = "lora"
+        elif ("embed" in name or "norm" in name) and not compressors_only:
+            key = "norm"
         else:
-            groups["base"].append(p)
-    scale = {"memory": memory_lr_scale, "norm": norm_lr_scale, "base": 1.0}
-    return [{"params": ps, "lr": lr * scale[k], "name": k} for k, ps in groups.items() if ps]
+            p.requires_grad_(False)
+            continue
+        p.requires_grad_(True)
+        groups[key].append(p)
+    scale = {"memory_nd": memory_lr_scale, "memory": memory_lr_scale, "norm": norm_lr_scale, "lora": lora_lr_scale}
+    return [{"params": ps, "lr": lr * scale[k], "weight_decay": 0.0 if k == "memory_nd" else weight_decay,
+             "name": k} for k, ps in groups.items() if ps]
+
+
+def lococo_train(
+    model: TinyLM,
+    train_ids: Tensor,
+    train_targets: Tensor | None = None,
+    *,
+    mode: str = "inference",
+    block_size: int | None = None,
+    batch_size: int = 1,
+    epochs: int = 1,
+    lr: float = 5e-5,
+    memory_lr_scale: float = 1000.0,
+    norm_lr_scale: float = 5.0,
+    lora_lr_scale: float = 1.0,
+    lora_r: int = 8,
+    lora_alpha: float = 16.0,
+    rope_scale: float | None = None,
+    compressors_only: bool = False,
+    weight_decay: float = 0.0,
+    warmup_steps: int = 0,
+    accum_steps: int = 1,
+    grad_clip: float | None = None,
+    val_ids: Tensor | None = None,
+    val_targets: Tensor | None = None,
+    out_dir: str | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    callbacks: tuple = (),
+):
+    """LoCoCo's training procedure (official ``train.py``) run by the convatlas engine; returns the
+    :class:`~convatlas.engine.trainer.Trainer` after ``fit()`` (``trainer.history`` holds the epoch records).
+
+    Every sequence (N, T) is read in chunks of ``block_size`` tokens (T / block_size = ``--clean_period``); the
+    KV cache is carried across chunks and stored detached, each chunk's LM loss is back-propagated and stepped on
+    its own (optimizer step every ``accum_steps`` chunks): see
+    :class:`~convatlas.tasks.language_model.ChunkedLanguageModelTask`. Trainable parameters follow
+    :func:`lococo_param_groups` (compressors at lr·1000, embedding/norms at lr·5, README settings).
+
+    Modes:
+        ``"inference"``: the LM is frozen; compressors (+ embedding/norms) are trained ("dropped in").
+        ``"post_training"``: context extension: additionally LoRA (r 8, alpha 16) on the attention projections
+        (q, k, v, o: our fused ``qkv`` gets three independent adapters, ``proj`` one) and, if ``rope_scale`` is
+        given, linear RoPE interpolation (official factor block_size · clean_period / max_position_embeddings).
+        The adapters stay in the model (``merge_lora`` folds them, as the official script does at the end).
+
+    Differences from the official script (documented, deliberate): the learning-rate schedule is the engine's
+    warm-up + cosine (official: HF ``linear``); the loss of a chunk uses the targets given (default: next token
+    over the whole sequence, so the first token of a chunk is predicted from the cached context; HF's loss shifts
+    inside each chunk and skips that target).
+    """
+    from torch.utils.data import DataLoader
+
+    from convatlas.engine.schedule import WarmupCosineSchedule
+    from convatlas.engine.trainer import TrainConfig, Trainer
+    from convatlas.layers.lora import apply_lora
+    from convatlas.tasks.language_model import ChunkedLanguageModelTask, ChunkedSequences
+
+    if mode not in ("inference", "post_training"):
+        raise ValueError(f"lococo_train: mode must be 'inference' or 'post_training', got {mode!r}")
+    if model.cache_method != "conv":
+        raise ValueError(f"lococo_train: the model must use cache_method='conv' (LoCoCo), got {model.cache_method!r}")
+    bs = block_size or model.block_size
+    if not bs:
+        raise ValueError("lococo_train: give block_size (or build the model with one)")
+    if mode == "post_training":
+        if not any(n.endswith("lora_A") for n, _ in model.named_parameters()):
+            apply_lora(model, ("qkv", "proj"), r=lora_r, alpha=lora_alpha, splits={"qkv": 3})
+        if rope_scale is not None:
+            model.set_rope_scale(rope_scale)
+    train = DataLoader(ChunkedSequences(train_ids, train_targets, block_size=bs, batch_size=batch_size),
+                       batch_size=None)
+    val = None
+    if val_ids is not None:
+        val = DataLoader(ChunkedSequences(val_ids, val_targets, block_size=bs, batch_size=batch_size),
+                         batch_size=None)
+    groups = lococo_param_groups(model, lr, memory_lr_scale, norm_lr_scale, lora_lr_scale, weight_decay,
+                                 compressors_only=compressors_only)
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size * accum_steps, lr=lr, weight_decay=weight_decay,
+                      warmup_steps=warmup_steps, min_lr=0.0, accum_steps=accum_steps, grad_clip=grad_clip,
+                      seed=seed, device=device, progress=False)
+    trainer = Trainer(model, ChunkedLanguageModelTask(), train, val, cfg, out_dir=out_dir,
+                      model_name=getattr(model, "pretrained_cfg", {}).get("architecture", "lococo_tiny_lm"),
+                      callbacks=callbacks)
+    # the official optimizer: AdamW over the LoCoCo groups (per-group lr scales), same schedule as the engine's
+    trainer.optimizer = torch.optim.AdamW(groups, lr=lr)
+    trainer.scheduler = WarmupCosineSchedule(trainer.optimizer, min(warmup_steps, trainer.total_steps),
+                                             trainer.total_steps, min_lr_ratio=0.0)
+    trainer.fit()
+    return trainer
 
 
 def convert_official_lococo(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -167,7 +167,23 @@ class TinyLM(nn.Module):
             new.append(c.detach() if self.detach_cache else c)
         return self.head(self.norm(x)), new
 
-    def forward(self, ids: Tensor) -> Tensor:
+    def set_rope_scale(self, scale: float) -> None:
+        """Linear RoPE position interpolation for every layer (official ``--rope_change`` of the post-training
+        mode: factor = block_size · clean_period / max_position_embeddings)."""
+        if not scale > 0:
+            raise ValueError(f"TinyLM: rope scale must be > 0, got {scale}")
+        for blk in self.blocks:
+            blk.attn.rope_scale = float(scale)
+
+    def forward(
+        self, ids: Tensor, caches: list[KVCache | None] | None = None, return_caches: bool = False
+    ) -> Tensor | tuple[Tensor, list[KVCache]]:
+        """Token ids (B, T) -> logits (B, T, V), read in chunks of ``block_size``.
+
+        ``caches`` (one per layer, e.g. the caches returned by the previous call) continue an earlier context:
+        positions keep counting from their ``past_len``. With ``return_caches=True`` the new caches are returned
+        too (this is how chunk-by-chunk training carries the cache across optimizer steps; see
+        :class:`convatlas.tasks.language_model.ChunkedLanguageModelTask`)."""
         if not isinstance(ids, Tensor) or ids.ndim != 2 or ids.dtype not in (torch.int64, torch.int32):
             got = f"shape {tuple(ids.shape)} dtype {ids.dtype}" if isinstance(ids, Tensor) else type(ids).__name__
             raise ValueError(f"TinyLM: expected token ids (B, T) of dtype int64, got {got}")
@@ -175,8 +191,12 @@ class TinyLM(nn.Module):
             raise ValueError(
                 f"TinyLM: expected token ids in [0, {self.vocab_size}), got range [{int(ids.min())}, {int(ids.max())}]"
             )
+        if caches is None:
+            caches = [None] * len(self.blocks)
+        elif len(caches) != len(self.blocks):
+            raise ValueError(f"TinyLM: expected {len(self.blocks)} caches (one per layer), got {len(caches)}")
+        caches = list(caches)
         bs = self.block_size or ids.shape[1]
-        caches: list[KVCache | None] = [None] * len(self.blocks)
         outs = []
         self.max_cache_len = 0
         for s in range(0, ids.shape[1], bs):
@@ -184,4 +204,5 @@ class TinyLM(nn.Module):
             self.max_cache_len = max(self.max_cache_len, max(c.length for c in caches))
             outs.append(logits)
         self.last_caches = caches
-        return torch.cat(outs, dim=1)
+        logits = torch.cat(outs, dim=1)
+        return (logits, caches) if return_caches else logits

@@ -71,6 +71,15 @@ def test_exact_counts_both_forms(v: str) -> None:
     assert (train, deploy) == EXACT[v]
 
 
+def test_training_recipes_cover_every_image_variant() -> None:
+    from convatlas.models.classification.unireplknet import TRAINING_RECIPES
+
+    assert set(TRAINING_RECIPES) == {f"unireplknet_{v}" for v in VARIANTS if v != "h"}
+    assert TRAINING_RECIPES["unireplknet_s"]["in1k"]["drop_path"] == 0.4  # official Image/README.md
+    model = create_model("test_unireplknet", drop_path_rate=TRAINING_RECIPES["unireplknet_t"]["in1k"]["drop_path"])
+    assert max(m.drop_prob for m in model.modules() if hasattr(m, "drop_prob")) > 0
+
+
 def test_s_at_384_matches_readme() -> None:
     assert abs(measure_entry("unireplknet_s", 384, deploy=True).gmacs - 26.72) < 0.01  # README 26.7G
 

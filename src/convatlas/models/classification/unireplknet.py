@@ -37,6 +37,12 @@ Non-image uses (the same blocks, modality-specific input handling only; settings
   each node's (L, c) series into (L, D'), read as an H x W image (48 x 768 -> 192 x 192), instance normalisation;
   deviation: a direct regression head replaces Corrformer's correlation decoder.
 
+As released, the official modality scripts call the image model's full forward (1000-class logits) where they
+need features (``ast_models.py`` feeds them to ``LayerNorm(768)``; ``p2p_adaptor_lk.py`` to a 4-D pooling head;
+``Corrformer.py`` reshapes them to (nodes, -1, 768) for its decoder; the Point train script imports a missing
+``p2p_adaptor_lkv``), so they cannot run unmodified; we use the pooled/stage-4 features those heads were written
+for. The Corrformer decoder is therefore not reproduced (its input is undefined in the released code).
+
 The cards record no per-modality accuracy or size figures, so these entries carry none (measured params/MACs are
 asserted in the tests: audio 55,713,755 / 3.01 G, video 55,995,304 / 147.5 G, point 56,973,219 / 107.5 G, Global
 Temp 55,749,334 / 2366 G per 350-node sample).
@@ -74,6 +80,7 @@ __all__ = [
     "video_to_image",
     "default_kernel_sizes",
     "checkpoint_filter_fn",
+    "TRAINING_RECIPES",
 ]
 
 
@@ -654,6 +661,24 @@ def _reported(params: float, gmacs: float | None, res: int, top1: float | None, 
     return Reported(params=int(params), gmacs=gmacs, resolution=res, params_tol=tol, source=_SRC,
                     metrics={"imagenet_top1": top1} if top1 is not None else {})
 
+
+# Official Image/README.md recipes (ConvNeXt-style: AdamW, lr 4e-3 at batch 4096, 300 epochs on IN-1k; IN-22k
+# pre-training 90 epochs (5 warm-up); 22k->1k fine-tuning at 384, lr 5e-5 at batch 512, wd 1e-8, layer decay 0.8,
+# head_init_scale 1e-3, no mixup/cutmix, 30 epochs (L/XL: 20 epochs, EMA, label smoothing 0.3)).
+TRAINING_RECIPES: dict[str, dict[str, dict[str, float]]] = {
+    "unireplknet_a": {"in1k": dict(drop_path=0.0, mixup=0.3, cutmix=0.3)},
+    "unireplknet_f": {"in1k": dict(drop_path=0.0, mixup=0.3, cutmix=0.3)},
+    "unireplknet_p": {"in1k": dict(drop_path=0.1, mixup=0.3, cutmix=0.3)},
+    "unireplknet_n": {"in1k": dict(drop_path=0.1, mixup=0.5, cutmix=0.5)},
+    "unireplknet_t": {"in1k": dict(drop_path=0.2, mixup=0.8, cutmix=1.0)},
+    "unireplknet_s": {"in1k": dict(drop_path=0.4, mixup=0.8, cutmix=1.0), "in22k": dict(drop_path=0.1),
+                      "in22k_to_1k": dict(drop_path=0.2, input_size=384)},
+    "unireplknet_b": {"in22k": dict(drop_path=0.1), "in22k_to_1k": dict(drop_path=0.2, input_size=384)},
+    "unireplknet_l": {"in22k": dict(drop_path=0.1, lr=1e-3, input_size=192),
+                      "in22k_to_1k": dict(drop_path=0.3, input_size=384, smoothing=0.3)},
+    "unireplknet_xl": {"in22k": dict(drop_path=0.2, lr=1e-3, input_size=192),
+                       "in22k_to_1k": dict(drop_path=0.3, input_size=384, smoothing=0.3)},
+}
 
 _COMMON: dict[str, Any] = dict(
     paper="unireplknet", reference="official:AILab-CVC/UniRepLKNet", tags=("reparam", "reported_deploy"),

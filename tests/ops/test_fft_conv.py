@@ -27,7 +27,7 @@ from convatlas.ops.monarch_fft import (
     permute_spectrum,
 )
 
-BACKENDS = ("torch", "monarch", "direct", "blocked", "auto")
+BACKENDS = ("torch", "monarch", "gemm", "direct", "blocked", "auto")
 
 
 def loop_conv(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -58,7 +58,7 @@ def test_direct_reference_equals_loop() -> None:
     assert (direct_conv(u, k) - loop_conv(u, k)).abs().max() < 1e-12
 
 
-@pytest.mark.parametrize("backend", ("torch", "monarch"))
+@pytest.mark.parametrize("backend", ("torch", "monarch", "gemm"))
 def test_gates_and_skip(backend: str) -> None:
     u = torch.randn(3, 4, 200, dtype=torch.float64)
     k = torch.randn(4, 200, dtype=torch.float64)
@@ -79,17 +79,17 @@ def test_explicit_n_is_circular_like_flashfftconv() -> None:
     k = torch.randn(3, 64, dtype=torch.float64)
     n = 64  # FlashFFTConv(N) with L = N: circular convolution
     ref = torch.fft.irfft(torch.fft.rfft(u, n) * torch.fft.rfft(k, n), n)
-    for b in ("torch", "monarch"):
+    for b in ("torch", "monarch", "gemm"):
         assert (fft_conv(u, k, n=n, backend=b) - ref).abs().max() < 1e-10
     assert (monarch_fft_conv(u, k, n) - ref).abs().max() < 1e-10
     # kernel longer than L with n = 2L (SGConv bidirectional form)
     k2 = torch.randn(3, 128, dtype=torch.float64)
     ref2 = torch.fft.irfft(torch.fft.rfft(u, 128) * torch.fft.rfft(k2, 128), 128)[..., :64]
-    for b in ("torch", "monarch"):
+    for b in ("torch", "monarch", "gemm"):
         assert (fft_conv(u, k2, n=128, backend=b) - ref2).abs().max() < 1e-10
 
 
-@pytest.mark.parametrize("backend", ("torch", "monarch", "blocked"))
+@pytest.mark.parametrize("backend", ("torch", "monarch", "gemm", "blocked"))
 @pytest.mark.parametrize("dtype", (torch.bfloat16, torch.float16))
 def test_low_precision_within_card_tolerance(backend: str, dtype: torch.dtype) -> None:
     u = torch.randn(2, 8, 1024).to(dtype)
@@ -104,7 +104,7 @@ def test_low_precision_within_card_tolerance(backend: str, dtype: torch.dtype) -
 def test_cached_spectrum_matches_and_is_reused() -> None:
     u = torch.randn(2, 4, 300)
     k = torch.randn(4, 300)
-    for b in ("torch", "monarch", "blocked", "direct"):
+    for b in ("torch", "monarch", "gemm", "blocked", "direct"):
         s = kernel_spectrum(k, 300, backend=b)
         assert torch.allclose(fft_conv(u, spectrum=s), fft_conv(u, k, backend=b), atol=1e-4)
     s = kernel_spectrum(k, 300, backend="torch")
@@ -115,7 +115,7 @@ def test_cached_spectrum_matches_and_is_reused() -> None:
 
 
 def test_gradcheck_float64() -> None:
-    for b in ("torch", "monarch", "blocked", "direct"):
+    for b in ("torch", "monarch", "gemm", "blocked", "direct"):
         u = torch.randn(2, 2, 9, dtype=torch.float64, requires_grad=True)
         k = torch.randn(2, 5, dtype=torch.float64, requires_grad=True)
         d = torch.randn(2, dtype=torch.float64, requires_grad=True)
@@ -132,7 +132,7 @@ def test_partial_and_frequency_sparse() -> None:
     assert (partial_fft_conv(u, k, 256) - loop_conv(u, k)).abs().max() < 1e-10  # N_partial >= L: full conv
     n = 512
     full = torch.fft.irfft(torch.fft.rfft(u, n) * torch.fft.rfft(k, n), n)[..., :256]
-    for b in ("torch", "monarch"):
+    for b in ("torch", "monarch", "gemm"):
         assert (frequency_sparse_fft_conv(u, k, n + 2, backend=b) - full).abs().max() < 1e-10
         for npart in (2, 64, 130, 300):
             kf = torch.fft.rfft(k, n)
@@ -205,9 +205,9 @@ def test_bad_inputs_raise_value_errors_naming_shapes() -> None:
 def test_dispatch_and_helpers() -> None:
     assert fast_fft_size(1000) == 1000 and fast_fft_size(1001) == 1024 and fast_fft_size(1001, pow2=True) == 1024
     assert choose_backend(4096, 3) == "direct"
-    assert choose_backend(4096, 4096) in ("torch", "monarch")
+    assert choose_backend(4096, 4096) in ("torch", "monarch", "gemm")
     assert choose_backend(65536, 256) == "blocked"
-    assert isinstance(DISPATCH["monarch_sizes"], frozenset)
+    assert isinstance(DISPATCH["monarch_sizes"], frozenset) and isinstance(DISPATCH["gemm_sizes"], frozenset)
     u, k = torch.randn(2, 3, 100), torch.randn(3, 100)
     assert torch.allclose(naive_fft_conv(u, k), fft_conv(u, k), atol=1e-4)
 

@@ -56,6 +56,9 @@ from convatlas.ops.monarch_fft import (
     monarch_factors,
     monarch_idft,
     permute_spectrum,
+    real_monarch_conv,
+    real_monarch_spectrum,
+    real_monarch_split,
 )
 
 __all__ = [
@@ -75,19 +78,23 @@ __all__ = [
     "clear_workspace",
 ]
 
-Backend = Literal["auto", "torch", "monarch", "direct", "blocked"]
-_BACKENDS = ("auto", "torch", "monarch", "direct", "blocked")
+Backend = Literal["auto", "torch", "monarch", "gemm", "direct", "blocked"]
+_BACKENDS = ("auto", "torch", "monarch", "gemm", "direct", "blocked")
 
 # Dispatch table. Measured on the development CPU (AMD EPYC, 2 cores, AVX-512, MKL FFT, torch 2.13) with
 # benchmarks/long_conv.py (results/long_conv.md, sections "dispatch" and "crossover"); re-measure the FFT part
 # on another machine with measure_dispatch(). Keys:
 #   monarch_sizes: FFT sizes where the Monarch matmul FFT beat torch.fft. Measured: none (Monarch 1.9-13x slower
 #       for n = 256 ... 65536 on this CPU: MKL's FFT is fast and dense DFT stages cost n*sum(factors) MACs).
+#   gemm_sizes: FFT sizes where the real-GEMM Monarch (four real GEMMs, monarch_fft.real_monarch_conv) beat
+#       torch.fft. Measured: none (2-3x slower for n = 512 ... 65536: its GEMMs reach ~1/3 of the matmul peak, but
+#       need ~8·sqrt(n) real MACs per sample against MKL's ~2.5·log2(n) flops).
 #   direct_max_taps: use conv1d when Lk <= this (direct fastest up to 64 taps at L = 4096, FFT from ~128).
 #   direct_max_work: and L * Lk <= this.
 #   blocked_ratio: use overlap-save when L >= blocked_ratio * Lk (won at L/Lk = 32, lost at L/Lk = 8).
 DISPATCH: dict[str, object] = {
     "monarch_sizes": frozenset(),
+    "gemm_sizes": frozenset(),
     "direct_max_taps": 64,
     "direct_max_work": 1 << 40,
     "blocked_ratio": 16,
@@ -166,7 +173,9 @@ def choose_backend(seq_len: int, taps: int, n: int | None = None) -> str:
     if n is None and seq_len >= int(DISPATCH["blocked_ratio"]) * taps:
         return "blocked"
     size = n if n is not None else fast_fft_size(seq_len + taps - 1, pow2=True)
-    return "monarch" if size in DISPATCH["monarch_sizes"] else "torch"  # type: ignore[operator]
+    if size in DISPATCH["monarch_sizes"]:  # type: ignore[operator]
+        return "monarch"
+    return "gemm" if size in DISPATCH["gemm_sizes"] else "torch"  # type: ignore[operator]
 
 
 def _blocked_fft_size(taps: int) -> int:
@@ -225,6 +234,10 @@ def kernel_spectrum(
         n = fast_fft_size(seq_len + taps - 1, pow2=(backend == "monarch"))
     if freq_keep is not None and not 0 < freq_keep <= n // 2 + 1:
         raise ValueError(f"kernel_spectrum: freq_keep must be in [1, n//2+1={n // 2 + 1}], got {freq_keep}")
+    if backend == "gemm":
+        n1, n2 = real_monarch_split(n)
+        kf = real_monarch_spectrum(kc, n, n1, freq_keep)
+        return KernelSpectrum(kf, n, "gemm", taps, seq_len, explicit, freq_keep, (n1, n2))
     if backend == "torch":
         kf = torch.fft.rfft(kc, n)
         if freq_keep is not None:
@@ -343,6 +356,8 @@ def fft_conv(
         d = D.reshape(h).to(cdt) if D is not None else None
         y = _BlockedRfftConv.apply(v, spectrum.k_f.detach(), kt, d, spectrum.n, spectrum.freq_keep)
         D = None  # already added
+    elif spectrum.backend == "gemm":
+        y = _gemm_conv(v, spectrum)
     else:
         y = _monarch_conv(v, spectrum)
 
@@ -603,6 +618,21 @@ def _monarch_conv(v: Tensor, s: KernelSpectrum) -> Tensor:
     return torch.cat([yz.real, yz.imag], 0)[:bsz]
 
 
+def _gemm_conv(v: Tensor, s: KernelSpectrum) -> Tensor:
+    """Real-GEMM Monarch conv of ``v`` ``(B, H, L)``; cache-blocked over rows when no gradient is needed."""
+    bsz, h, seq_len = v.shape
+    if seq_len > s.n:
+        raise ValueError(f"fft_conv: sequence length L={seq_len} exceeds the FFT size n={s.n}")
+    n1 = s.factors[0]
+    k_f = s.k_f.to(torch.complex128 if v.dtype == torch.float64 else torch.complex64)
+    if (torch.is_grad_enabled() and (v.requires_grad or k_f.requires_grad)) or v.device.type == "meta":
+        return real_monarch_conv(v, k_f, s.n, n1)
+    out = torch.empty_like(v)
+    for b0, b1, h0, h1 in _blocks(bsz, h, s.n):
+        out[b0:b1, h0:h1] = real_monarch_conv(v[b0:b1, h0:h1], k_f[h0:h1], s.n, n1)
+    return out
+
+
 def monarch_fft_conv(u: Tensor, k: Tensor, fft_size: int, **kwargs) -> Tensor:
     """The card's ``monarch_fft_conv(u, k, fft_size)``: FFT conv of size ``fft_size`` on the Monarch backend
     (matmul FFT, kernel spectrum pre-permuted into digit-transposed order, no data permutation)."""
@@ -657,27 +687,31 @@ def frequency_sparse_fft_conv(u: Tensor, k: Tensor, n_partial: int, D: Tensor | 
 
 def measure_dispatch(sizes: tuple[int, ...] = (256, 1024, 4096, 16384, 65536), batch: int = 4, channels: int = 64,
                      repeats: int = 5) -> dict[str, object]:
-    """Re-measure which FFT backend wins per FFT size on this machine; updates and returns :data:`DISPATCH`."""
+    """Re-measure which FFT backend (torch.fft, complex Monarch, real-GEMM Monarch) is fastest per FFT size on
+    this machine (interleaved calls, median); updates and returns :data:`DISPATCH`."""
     import time
 
-    winners = set()
+    wins: dict[str, set[int]] = {"monarch": set(), "gemm": set()}
+    cands = ("torch", "monarch", "gemm")
     for n in sizes:
         seq_len = n // 2
         u = torch.randn(batch, channels, seq_len)
         k = torch.randn(channels, seq_len)
-        times = {}
-        for b in ("torch", "monarch"):
-            s = kernel_spectrum(k, seq_len, n=n, backend=b)
-            fft_conv(u, spectrum=s)
-            ts = []
+        specs = {b: kernel_spectrum(k, seq_len, n=n, backend=b) for b in cands}  # type: ignore[arg-type]
+        ts: dict[str, list[float]] = {b: [] for b in cands}
+        with torch.no_grad():
+            for b in cands:
+                fft_conv(u, spectrum=specs[b])
             for _ in range(repeats):
-                t0 = time.perf_counter()
-                fft_conv(u, spectrum=s)
-                ts.append(time.perf_counter() - t0)
-            times[b] = sorted(ts)[len(ts) // 2]
-        if times["monarch"] < times["torch"]:
-            winners.add(n)
-    DISPATCH["monarch_sizes"] = frozenset(winners)
+                for b in cands:
+                    t0 = time.perf_counter()
+                    fft_conv(u, spectrum=specs[b])
+                    ts[b].append(time.perf_counter() - t0)
+        best = min(cands, key=lambda b: sorted(ts[b])[len(ts[b]) // 2])
+        if best != "torch":
+            wins[best].add(n)
+    DISPATCH["monarch_sizes"] = frozenset(wins["monarch"])
+    DISPATCH["gemm_sizes"] = frozenset(wins["gemm"])
     return DISPATCH
 
 
@@ -687,7 +721,7 @@ register_component("flashfftconv", monarch_fft_conv, name="monarch_fft_conv")
 register_component("flashfftconv", frequency_sparse_fft_conv, name="frequency_sparse_fft_conv")
 
 
-@register_identity("flashfftconv", "fft_conv (torch, monarch, blocked, gated) == direct causal conv1d, float64")
+@register_identity("flashfftconv", "fft_conv (torch, monarch, gemm, blocked, gated) == direct causal conv1d, float64")
 def _identity_fft_equals_direct() -> str:
     g = torch.Generator().manual_seed(0)
     worst = 0.0
@@ -698,12 +732,12 @@ def _identity_fft_equals_direct() -> str:
         g1 = torch.randn(3, 4, seq_len, dtype=torch.float64, generator=g)
         g2 = torch.randn(3, 4, seq_len, dtype=torch.float64, generator=g)
         ref = direct_conv(u * g1, k, d) * g2
-        for b in ("torch", "monarch", "blocked", "direct"):
+        for b in ("torch", "monarch", "gemm", "blocked", "direct"):
             y = fft_conv(u, k, d, pregate=g1, postgate=g2, backend=b)
             err = (y - ref).abs().max().item()
             worst = max(worst, err)
             assert err < 1e-10, f"backend {b} L={seq_len} Lk={taps}: max abs error {err:.2e}"
-    return f"max abs error {worst:.2e} over 4 backends, L in (300, 256, 1000), gated + skip term"
+    return f"max abs error {worst:.2e} over 5 backends, L in (300, 256, 1000), gated + skip term"
 
 
 @register_identity("flashfftconv", "sparse forms: partial == conv with truncated kernel, freq-sparse == low-passed kernel")
@@ -718,6 +752,6 @@ def _identity_sparse_forms() -> str:
     kf[..., 96 // 2 :] = 0
     k_low = torch.fft.irfft(kf, n)
     ref = torch.fft.irfft(torch.fft.rfft(u, n) * torch.fft.rfft(k_low, n), n)[..., :seq_len]
-    e2 = max((frequency_sparse_fft_conv(u, k, 96, backend=b) - ref).abs().max().item() for b in ("torch", "monarch"))
+    e2 = max((frequency_sparse_fft_conv(u, k, 96, backend=b) - ref).abs().max().item() for b in ("torch", "monarch", "gemm"))
     assert e1 < 1e-10 and e2 < 1e-10, f"partial {e1:.2e}, frequency-sparse {e2:.2e}"
-    return f"partial max abs error {e1:.2e}; frequency-sparse (torch, monarch) {e2:.2e}"
+    return f"partial max abs error {e1:.2e}; frequency-sparse (torch, monarch, gemm) {e2:.2e}"

@@ -317,3 +317,143 @@ def _identity_monarch_equals_fft() -> str:
         worst = max(worst, err / math.sqrt(n))
         assert err < 1e-9 * n, f"N={n} factors={f}: max abs error {err:.2e}"
     return f"max abs error / sqrt(N) {worst:.2e} (N=256, 1024, 4096 order 3, 65536 order 4)"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Real-GEMM Monarch convolution (CPU form of the FlashFFTConv algorithm).
+#
+# The complex Monarch above runs complex matmuls; a CPU has real GEMM units only. Here an order-2 decomposition
+# n = N1 · N2 (time t = n1 + N1·n2, frequency k = k2 + N2·k1) is written as four real GEMMs with every constant
+# folded into the matrices:
+#   A. DFT over n2 of the real input (Hermitian: only k2 < N2//2 + 1 rows; implicit zero padding: only the
+#      ceil(L / N1) non-zero n2 columns):   [A_re; A_im] = [cos; -sin] (2·N2h × r) @ X (r × rows·N1)
+#   B. per k2, the twiddle exp(-2πi·n1·k2/n) fused into the DFT over n1 (batched matmul over k2, output
+#      real/imag interleaved so the product with the kernel spectrum is one complex multiply)
+#   ·  pointwise product with the kernel spectrum, laid out [k2, h, k1] once per kernel
+#   B'. per k2, inverse DFT over k1 with the conjugate twiddle fused (two batched matmuls: real and imaginary out)
+#   A'. Hermitian inverse DFT over k2 (weights 1, 2, ..., 2, 1 and 1/n folded in), only the rows n2 that hold the
+#      first L outputs:   y (r' × rows·N1) = [cos·w/n, -sin·w/n] (r' × 2·N2h) @ [C_re; C_im]
+# Real MACs per row ≈ n·N2 (A, A') + 4·n·N1 (B, B'), smallest for N2 ≈ 4·N1. Batched over many rows, every GEMM
+# has a large dimension (rows·N1 or rows), which is what makes MKL/oneDNN GEMMs efficient.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def real_monarch_split(n: int) -> tuple[int, int]:
+    """``(N1, N2)`` with ``N1 · N2 = n`` and ``N2 ≈ 4·N1`` (fewest real MACs of :func:`real_monarch_conv`)."""
+    if n < 1:
+        raise ValueError(f"real_monarch_split: FFT size must be >= 1, got {n}")
+    target = math.sqrt(n / 4)
+    best = 1
+    for d in range(1, int(math.isqrt(n)) + 1):
+        if n % d == 0:
+            for c in (d, n // d):
+                if abs(math.log(c / target)) < abs(math.log(best / target)):
+                    best = c
+    return best, n // best
+
+
+@lru_cache(maxsize=64)
+def _real_monarch_mats(n: int, n1: int, seq_len: int, out_len: int, dtype: torch.dtype) -> tuple[Tensor, ...]:
+    n2 = n // n1
+    n2h = n2 // 2 + 1
+    r_in, r_out = -(-seq_len // n1), -(-out_len // n1)
+    f64 = torch.float64
+    k2 = torch.arange(n2h, dtype=f64)
+    t2 = torch.arange(n2, dtype=f64)
+    t1 = torch.arange(n1, dtype=f64)
+    ang = (2 * math.pi / n2) * torch.remainder(torch.outer(k2, t2[:r_in]), n2)
+    wa = torch.cat([torch.cos(ang), -torch.sin(ang)], 0)  # (2·N2h, r_in)
+    # G_k2[n1, k1] = exp(-2πi (n1·k2 / n + n1·k1 / N1)), angles reduced exactly before scaling
+    ang = 2 * math.pi * (
+        torch.remainder(t1[None, :, None] * k2[:, None, None], n) / n
+        + torch.remainder(t1[None, :, None] * t1[None, None, :], n1) / n1
+    )
+    gr, gi = torch.cos(ang), -torch.sin(ang)  # (N2h, n1, k1)
+    p = torch.stack([gr, gi], -1).reshape(n2h, n1, 2 * n1)  # A_re contribution, columns (k1, re/im)
+    q = torch.stack([-gi, gr], -1).reshape(n2h, n1, 2 * n1)  # A_im contribution
+    hr, hi = gr.transpose(1, 2), -gi.transpose(1, 2)  # conj(G)^T: (N2h, k1, n1)
+    inv_re = torch.stack([hr, -hi], 2).reshape(n2h, 2 * n1, n1)  # rows (k1, re/im) -> real part
+    inv_im = torch.stack([hi, hr], 2).reshape(n2h, 2 * n1, n1)  # -> imaginary part
+    w = torch.full((n2h,), 2.0, dtype=f64)
+    w[0] = 1.0
+    if n2 % 2 == 0:
+        w[-1] = 1.0
+    ang = (2 * math.pi / n2) * torch.remainder(torch.outer(t2[:r_out], k2), n2)
+    v = torch.cat([torch.cos(ang) * w, -torch.sin(ang) * w], 1) / n  # (r_out, 2·N2h)
+    return tuple(m.to(dtype).contiguous() for m in (wa, p, q, inv_re, inv_im, v))
+
+
+def real_monarch_spectrum(k: Tensor, n: int, n1: int | None = None, freq_keep: int | None = None) -> Tensor:
+    """Kernel spectrum ``(H, N2h, N1)`` complex in the layout of :func:`real_monarch_conv` (frequency
+    ``k2 + N2·k1`` at ``[h, k2, k1]``), from kernels ``(H, Lk)``; ``freq_keep`` zeroes rfft bins ``>= freq_keep``."""
+    if n1 is None:
+        n1 = real_monarch_split(n)[0]
+    n2 = n // n1
+    n2h = n2 // 2 + 1
+    kf = torch.fft.fft(k, n)  # (H, n)
+    idx = torch.arange(n2h, device=k.device)[:, None] + n2 * torch.arange(n1, device=k.device)[None, :]
+    if freq_keep is not None:
+        keep = (idx < freq_keep) | (idx > n - freq_keep)
+        return kf[:, idx] * keep
+    return kf[:, idx]
+
+
+def real_monarch_conv(
+    x: Tensor, k_f: Tensor, n: int, n1: int, out_len: int | None = None, compute_dtype: torch.dtype | None = None
+) -> Tensor:
+    """``irfft(rfft(x, n) · K, n)[..., :out_len]`` by four real GEMMs (real-GEMM Monarch, flashfftconv).
+
+    Args:
+        x: real input ``(B, H, L)`` with ``L <= n`` (implicit zero padding to ``n``).
+        k_f: kernel spectrum ``(H, N2h, N1)`` from :func:`real_monarch_spectrum`.
+        n, n1: FFT size and its first factor (``N2 = n / N1``).
+        out_len: outputs kept (default ``L``); only the GEMM rows that produce them are computed.
+        compute_dtype: GEMM dtype (default ``x.dtype``); ``torch.bfloat16`` runs the matmuls in bf16 (fp32
+            accumulation in oneDNN/MKL), the kernel product in fp32.
+
+    Returns:
+        ``(B, H, out_len)`` of ``x.dtype``.
+    """
+    bsz, h, seq_len = x.shape
+    out_len = seq_len if out_len is None else out_len
+    n2 = n // n1
+    if n1 * n2 != n or seq_len > n or out_len > n:
+        raise ValueError(f"real_monarch_conv: need N1 | n and L, out_len <= n; got n={n}, N1={n1}, L={seq_len}")
+    n2h = n2 // 2 + 1
+    gdt = x.dtype if compute_dtype is None else compute_dtype
+    wa, p, q, inv_re, inv_im, v = (
+        m.to(x.device) for m in _real_monarch_mats(n, n1, seq_len, out_len, gdt)
+    )
+    r_in, r_out = wa.shape[1], v.shape[0]
+    rows = bsz * h
+    xr = x.reshape(rows, seq_len).to(gdt)
+    if r_in * n1 != seq_len:
+        xr = torch.nn.functional.pad(xr, (0, r_in * n1 - seq_len))
+    xt = xr.view(rows, r_in, n1).transpose(0, 1).reshape(r_in, rows * n1)
+    a = (wa @ xt).view(2, n2h, rows, n1)  # stage A: [re; im] over k2
+    z = torch.baddbmm(torch.bmm(a[0], p), a[1], q)  # stage B: (N2h, rows, 2·N1), (k1, re/im) interleaved
+    zc = torch.view_as_complex(z.to(x.dtype).view(n2h, bsz, h, n1, 2))
+    zc.mul_(k_f.permute(1, 0, 2)[:, None])  # kernel product (fp32 even for bf16 GEMMs)
+    zz = zc.view(n2h, rows, n1)
+    zr = torch.view_as_real(zz).reshape(n2h, rows, 2 * n1).to(gdt)
+    if torch.is_grad_enabled() and (zr.requires_grad or inv_re.requires_grad):
+        c = torch.stack([torch.bmm(zr, inv_re), torch.bmm(zr, inv_im)])
+    else:  # stage B': real and imaginary parts of the inverse over k1, written in place
+        c = torch.empty(2, n2h, rows, n1, dtype=gdt, device=x.device)
+        torch.bmm(zr, inv_re, out=c[0])
+        torch.bmm(zr, inv_im, out=c[1])
+    y = v @ c.view(2 * n2h, rows * n1)  # stage A': Hermitian inverse over k2 -> (r_out, rows·N1)
+    y = y.view(r_out, rows, n1).transpose(0, 1).reshape(rows, r_out * n1)[:, :out_len]
+    return y.reshape(bsz, h, out_len).to(x.dtype)
+
+
+def real_monarch_macs(n: int, n1: int, seq_len: int, out_len: int, rows: int) -> int:
+    """Real multiply-accumulates of :func:`real_monarch_conv` for ``rows`` rows (GEMMs + the complex product)."""
+    n2 = n // n1
+    n2h = n2 // 2 + 1
+    r_in, r_out = -(-seq_len // n1), -(-out_len // n1)
+    gemm = 2 * n2h * r_in * n1 + 2 * n2h * n1 * 2 * n1 + 2 * n2h * 2 * n1 * n1 + r_out * 2 * n2h * n1
+    return rows * (gemm + 4 * n2h * n1)
+
+
+register_component("flashfftconv", real_monarch_conv, name="real_monarch_conv")

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from convatlas.identities import register_component, register_identity
 from convatlas.ops.fft_conv import direct_conv, fft_conv
 
-__all__ = ["GConv", "TransposedLinear", "sgconv_num_scales"]
+__all__ = ["GConv", "TransposedLinear", "TransposedScalarLN", "sgconv_num_scales", "convert_official_gconv"]
 
 
 def sgconv_num_scales(l_max: int, kernel_dim: int, init_scale: int = 0) -> int:
@@ -59,6 +59,25 @@ class TransposedLinear(nn.Module):
         return y
 
 
+class TransposedScalarLN(nn.Module):
+    """The S4 framework's ``TransposedLN(d, scalar=True)``: normalise ``(B, C, L...)`` over the channel dim with
+    two *scalar* affine parameters, ``y = (s / std) · (x − mean + m)`` (biased std, no epsilon, as official).
+
+    This is what ``norm: layer`` / ``ln: true`` build in the official transposed SGConv models (keys ``m``, ``s``).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.m = nn.Parameter(torch.zeros(1))
+        self.s = nn.Parameter(torch.ones(1))
+        self.m._optim = {"weight_decay": 0.0}  # type: ignore[attr-defined]
+        self.s._optim = {"weight_decay": 0.0}  # type: ignore[attr-defined]
+
+    def forward(self, x: Tensor) -> Tensor:
+        std, mean = torch.std_mean(x, dim=1, unbiased=False, keepdim=True)
+        return (self.s / std) * (x - mean + self.m)
+
+
 class GConv(nn.Module):
     """SGConv's global convolution layer: ``(B, H, L) -> (B, H, L)`` (``(B, L, H)`` with ``transposed=False``).
 
@@ -76,7 +95,8 @@ class GConv(nn.Module):
         activation: ``gelu`` (or ``id``) after the convolution.
         postact: ``glu`` (output linear H -> 2H + GLU) or ``None`` (H -> H).
         dropout: dropout probability, tied over the length dim when ``transposed``.
-        ln: LayerNorm over channels before the output linear.
+        ln: normalisation over channels before the output linear, as official: the S4 framework's scalar
+            ``TransposedLN`` (:class:`TransposedScalarLN`) when ``transposed``, ``nn.LayerNorm(H)`` otherwise.
         transposed: layout ``(B, H, L)`` (True) or ``(B, L, H)``.
         kernel_lr: learning rate recorded in the kernel parameters' ``_optim``.
     """
@@ -146,7 +166,9 @@ class GConv(nn.Module):
 
         self.activation = nn.GELU() if activation == "gelu" else nn.Identity()
         self.dropout_p = float(dropout)
-        self.norm = nn.LayerNorm(d_model) if ln else None
+        self.norm: nn.Module | None = None
+        if ln:
+            self.norm = TransposedScalarLN() if transposed else nn.LayerNorm(d_model)
         out = 2 * d_model if postact == "glu" else d_model
         self.output_linear = nn.Sequential(TransposedLinear(d_model, out))
         if postact == "glu":
@@ -224,7 +246,9 @@ class GConv(nn.Module):
         if self.training and self.dropout_p > 0:
             mask = torch.rand(y.shape[0], y.shape[1], 1, device=y.device) >= self.dropout_p
             y = y * mask.to(y.dtype) / (1 - self.dropout_p)
-        if self.norm is not None:
+        if isinstance(self.norm, TransposedScalarLN):
+            y = self.norm(y)
+        elif self.norm is not None:
             y = self.norm(y.transpose(1, 2)).transpose(1, 2)
         y = self.output_linear(y)
         if not self.transposed:
@@ -236,6 +260,44 @@ class GConv(nn.Module):
             f"d_model={self.h}, l_max={self.l_max}, kernel_dim={self.kernel_dim}, n_scales={self.num_scales}, "
             f"mode={self.mode!r}, bidirectional={self.bidirectional}"
         )
+
+
+def convert_official_gconv(state_dict: dict[str, Tensor], prefix: str = "") -> dict[str, Tensor]:
+    """Official ``GConv`` keys (``gconv_standalone.py`` or the S4-framework ``src/models/sequence/gconv.py``, both
+    ``ctlllll/SGConv``) -> :class:`GConv` keys, for the keys under ``prefix`` (other keys are returned unchanged).
+
+    Official layout (d_model H, C = 2 if bidirectional else 1, S scales): ``D`` (1, H); ``kernel_list.i``
+    (C, H, kernel_dim); ``decay`` (H) ('learnable' modes); buffers ``multiplier`` ((1, H, 1) or scalar),
+    ``kernel_norm`` ((H, 1) before the first forward, (C, H, 1) after: expanded here),
+    ``kernel_norm_initialized`` (bool); ``output_linear.0.{weight (2H, H), bias (2H)}`` (``postact: glu``) or
+    ``output_linear.{weight, bias}`` (no postact; ours keeps the ``.0.`` of the Sequential) or
+    ``output_linear.0.weight_g/weight_v`` (``weight_norm=True``: folded into ``weight``); ``norm.norm.{m, s}``
+    (``ln=True``, scalar TransposedLN) -> ``norm.{m, s}``.
+    """
+    out: dict[str, Tensor] = {}
+    wn: dict[str, dict[str, Tensor]] = {}
+    for key, v in state_dict.items():
+        if not key.startswith(prefix):
+            out[key] = v
+            continue
+        k = key[len(prefix):]
+        if k.startswith("norm.norm."):
+            k = "norm." + k[len("norm.norm."):]
+        elif k in ("output_linear.weight", "output_linear.bias"):
+            k = "output_linear.0." + k.split(".")[-1]
+        elif k in ("output_linear.0.weight_g", "output_linear.0.weight_v"):
+            wn.setdefault(prefix, {})[k[-1]] = v
+            continue
+        out[prefix + k] = v
+    for pre, gv in wn.items():  # nn.utils.weight_norm(dim=0): w = g · v / ||v|| (norm over all dims but 0)
+        v = gv["v"]
+        out[pre + "output_linear.0.weight"] = gv["g"] * v / v.norm(dim=tuple(range(1, v.ndim)), keepdim=True)
+    for k in [k for k in out if k.startswith(prefix) and k.endswith("kernel_norm")]:
+        kn, d = out[k], out[k[: -len("kernel_norm")] + "D"]
+        if kn.ndim == 2:  # never-run official layer: (H, 1) -> (C, H, 1)
+            c = out[k[: -len("kernel_norm")] + "kernel_list.0"].shape[0]
+            out[k] = kn.reshape(1, d.shape[-1], 1).expand(c, -1, -1).clone()
+    return out
 
 
 register_component("sgconv", GConv)

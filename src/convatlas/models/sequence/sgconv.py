@@ -6,7 +6,8 @@ S4-style residual backbone (official code: ctlllll/SGConv, S4 training framework
     encoder (Embedding for token ids, 1x1 linear for (B, C, L) signals)
     N x [ (prenorm) norm -> GConv -> dropout -> + residual -> (postnorm) norm ]
     decoder: mean ('pool') or last position -> linear classifier
-    (retrieval: both documents are encoded; [a, b, a-b, a*b] -> MLP 4H -> H -> H/2 -> classes, S4's RetrievalHead)
+    (retrieval: both documents are encoded; [a, b, a-b, a*b] -> Linear 4H -> H -> act -> classes, S4's
+    RetrievalHead(nli=True))
 
 Inputs: token ids ``(B, L)`` (ListOps, Text, and ``(B, 2, L)`` for Retrieval) or signals ``(B, C, L)`` (Image,
 Pathfinder, Path-X: grayscale pixels as a sequence, C = 1). Output: logits ``(B, num_classes)``.
@@ -29,13 +30,32 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from convatlas.identities import register_identity
-from convatlas.layers.sgconv import GConv
+from convatlas.layers.sgconv import GConv, TransposedScalarLN, convert_official_gconv
 from convatlas.layers.validation import _tracing
 from convatlas.registry import Reported, register_model
 
-__all__ = ["SGConvClassifier", "SGConvBlock", "sgconv_param_groups"]
+__all__ = ["SGConvClassifier", "SGConvBlock", "sgconv_param_groups", "convert_official_sgconv"]
 
 _SRC = "SGConv paper Table 1 (LRA test accuracy); configs from ctlllll/SGConv preview branch"
+
+
+def _make_norm(kind: str, d_model: int) -> nn.Module:
+    """S4-framework ``Normalization`` of a transposed model: ``batch`` -> BatchNorm1d; ``layer`` -> the official
+    scalar ``TransposedLN`` (2 parameters); ``layernorm`` -> per-channel ``nn.LayerNorm`` (not in the official code;
+    kept as an option)."""
+    if kind == "batch":
+        return nn.BatchNorm1d(d_model)
+    if kind == "layer":
+        return TransposedScalarLN()
+    if kind == "layernorm":
+        return nn.LayerNorm(d_model)
+    raise ValueError(f"SGConv: norm must be 'batch', 'layer' or 'layernorm', got {kind!r}")
+
+
+def _apply_norm(norm: nn.Module, x: Tensor) -> Tensor:
+    if isinstance(norm, nn.LayerNorm):
+        return norm(x.transpose(1, 2)).transpose(1, 2)
+    return norm(x)
 
 
 class SGConvBlock(nn.Module):
@@ -44,17 +64,13 @@ class SGConvBlock(nn.Module):
     def __init__(self, d_model: int, *, norm: str = "batch", prenorm: bool = False, dropout: float = 0.0,
                  **gconv_kwargs: Any) -> None:
         super().__init__()
-        if norm not in ("batch", "layer"):
-            raise ValueError(f"SGConvBlock: norm must be 'batch' or 'layer', got {norm!r}")
         self.prenorm, self.norm_kind = prenorm, norm
-        self.norm = nn.BatchNorm1d(d_model) if norm == "batch" else nn.LayerNorm(d_model)
+        self.norm = _make_norm(norm, d_model)
         self.conv = GConv(d_model, dropout=dropout, **gconv_kwargs)
         self.dropout_p = float(dropout)
 
     def _norm(self, x: Tensor) -> Tensor:
-        if self.norm_kind == "batch":
-            return self.norm(x)
-        return self.norm(x.transpose(1, 2)).transpose(1, 2)
+        return _apply_norm(self.norm, x)
 
     def forward(self, x: Tensor) -> Tensor:
         z = self._norm(x) if self.prenorm else x
@@ -76,10 +92,13 @@ class SGConvClassifier(nn.Module):
         d_model: width ``H``; n_layers: number of residual GConv blocks.
         l_max: maximum length (number of kernel scales).
         kernel_dim / mode / decay_min / decay_max / init_scale / bidirectional: GConv kernel (see ``GConv``).
-        norm: ``batch`` or ``layer``; prenorm: pre- or post-normalisation.
+        norm: ``batch``, ``layer`` (official scalar TransposedLN) or ``layernorm`` (per-channel); prenorm: pre- or
+            post-normalisation.
         dropout: dropout in the blocks (tied over length).
         pool: ``mean`` or ``last``.
-        retrieval: dual-encoder retrieval head (input ``(B, 2, L)`` token ids).
+        retrieval: dual-encoder retrieval head (input ``(B, 2, L)`` token ids), S4's ``RetrievalHead(nli=True)``.
+        retrieval_act: its activation (S4 code default ``relu``; the ``aan`` pipeline config is not in the
+            searchable official sources, so its value is unconfirmed).
         kernel_lr: learning rate recorded on kernel parameters (see :func:`sgconv_param_groups`).
     """
 
@@ -103,9 +122,13 @@ class SGConvClassifier(nn.Module):
         dropout: float = 0.0,
         pool: str = "mean",
         retrieval: bool = False,
+        retrieval_act: str = "relu",
         kernel_lr: float = 0.001,
     ) -> None:
         super().__init__()
+        if retrieval_act not in ("relu", "gelu"):
+            raise ValueError(f"SGConvClassifier: retrieval_act must be 'relu' or 'gelu', got {retrieval_act!r}")
+        self.retrieval_act = retrieval_act
         if pool not in ("mean", "last"):
             raise ValueError(f"SGConvClassifier: pool must be 'mean' or 'last', got {pool!r}")
         if retrieval and vocab_size is None:
@@ -126,19 +149,16 @@ class SGConvClassifier(nn.Module):
             for _ in range(n_layers)
         )
         # final norm after pre-norm blocks (S4 SequenceModel), same kind as the blocks'
-        self.norm: nn.Module = nn.Identity()
-        if prenorm:
-            self.norm = nn.BatchNorm1d(d_model) if norm == "batch" else nn.LayerNorm(d_model)
+        self.norm: nn.Module = _make_norm(norm, d_model) if prenorm else nn.Identity()
         self.head = self._make_head(num_classes)
 
     def _make_head(self, num_classes: int) -> nn.Module:
         if num_classes <= 0:
             return nn.Identity()
         h = self.d_model
-        if self.retrieval:
-            return nn.Sequential(
-                nn.Linear(4 * h, h), nn.ReLU(), nn.Linear(h, h // 2), nn.ReLU(), nn.Linear(h // 2, num_classes)
-            )
+        if self.retrieval:  # S4 RetrievalHead(nli=True): [a, b, a-b, a*b] -> Linear(4H, H) -> act -> Linear(H, K)
+            act = nn.GELU() if self.retrieval_act == "gelu" else nn.ReLU()
+            return nn.Sequential(nn.Linear(4 * h, h), act, nn.Linear(h, num_classes))
         return nn.Linear(h, num_classes)
 
     def reset_classifier(self, num_classes: int) -> None:
@@ -180,11 +200,7 @@ class SGConvClassifier(nn.Module):
             x = self.encoder(x)
         for blk in self.blocks:
             x = blk(x)
-        if isinstance(self.norm, nn.LayerNorm):
-            x = self.norm(x.transpose(1, 2)).transpose(1, 2)
-        else:
-            x = self.norm(x)
-        return x
+        return _apply_norm(self.norm, x)
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         x = x.mean(-1) if self.pool == "mean" else x[..., -1]
@@ -211,6 +227,63 @@ def sgconv_param_groups(model: nn.Module, lr: float, weight_decay: float) -> lis
     return list(groups.values())
 
 
+def convert_official_sgconv(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Official SGConv LRA checkpoint (S4 framework ``SequenceLightningModule``, ``ctlllll/SGConv`` branch
+    ``preview``) -> :class:`SGConvClassifier` keys; loads with ``strict=True``. A Lightning ``{"state_dict": ...}``
+    wrapper is unwrapped.
+
+    Official layout (S4 ``train.py``/``SequenceModel``/``SequenceResidualBlock``, encoders/decoders in
+    ``src/tasks``) -> ours:
+
+    - ``encoder.0.weight`` (H, C) + ``encoder.0.bias`` (``encoder: linear`` on (B, L, C)) -> ``encoder.weight``
+      (H, C, 1) + ``encoder.bias`` (our 1x1 Conv1d on (B, C, L)); ``encoder.0.weight`` (V, H) without bias
+      (``encoder: embedding``) -> ``encoder.weight``;
+    - ``model.layers.{i}.layer.*`` (GConv) -> ``blocks.{i}.conv.*`` (see :func:`convert_official_gconv`);
+    - ``model.layers.{i}.norm.norm.*`` (BatchNorm1d weight/bias/running stats, or scalar TransposedLN ``m``/``s``)
+      -> ``blocks.{i}.norm.*``; ``model.norm.norm.*`` (final norm of pre-norm models) -> ``norm.*``;
+    - ``decoder.0.output_transform.{weight, bias}`` (SequenceDecoder) -> ``head.*``;
+      ``decoder.0.retrieval.classifier.{0, 2}.*`` (RetrievalDecoder, nli) -> ``head.{0, 2}.*``.
+
+    The ``encoder.N`` / ``decoder.N`` index is whatever the PassthroughSequential gave (0 when the task adds no
+    module); any index is accepted. Unknown keys are kept, so a strict load names them.
+    """
+    import re
+
+    if "state_dict" in state_dict and isinstance(state_dict["state_dict"], dict):
+        state_dict = state_dict["state_dict"]
+    out: dict[str, Tensor] = {}
+    linear_encoder = any(re.fullmatch(r"encoder\.\d+\.bias", k) for k in state_dict)
+    for key, v in state_dict.items():
+        m = re.fullmatch(r"encoder\.\d+\.(weight|bias)", key)
+        if m:
+            out[f"encoder.{m.group(1)}"] = v[..., None] if (m.group(1) == "weight" and linear_encoder) else v
+            continue
+        m = re.fullmatch(r"model\.layers\.(\d+)\.layer\.(.+)", key)
+        if m:
+            out[f"blocks.{m.group(1)}.conv.{m.group(2)}"] = v
+            continue
+        m = re.fullmatch(r"model\.layers\.(\d+)\.norm\.norm\.(.+)", key)
+        if m:
+            out[f"blocks.{m.group(1)}.norm.{m.group(2)}"] = v
+            continue
+        m = re.fullmatch(r"model\.norm\.norm\.(.+)", key)
+        if m:
+            out[f"norm.{m.group(1)}"] = v
+            continue
+        m = re.fullmatch(r"decoder\.\d+\.output_transform\.(weight|bias)", key)
+        if m:
+            out[f"head.{m.group(1)}"] = v
+            continue
+        m = re.fullmatch(r"decoder\.\d+\.retrieval\.classifier\.(\d+)\.(weight|bias)", key)
+        if m:
+            out[f"head.{m.group(1)}.{m.group(2)}"] = v
+            continue
+        out[key] = v
+    for i in sorted({int(k.split(".")[1]) for k in out if k.startswith("blocks.")}):
+        out = convert_official_gconv(out, prefix=f"blocks.{i}.conv.")
+    return out
+
+
 def _tokens(vocab: int, length: int, pair: bool = False, small_length: int | None = None):
     """``example_inputs`` for token-id models: ``(B, L)`` (or ``(B, 2, L)``) ids; ``small`` uses ``small_length``."""
 
@@ -235,7 +308,7 @@ _LRA = {
                    mode="cat_randn_learnable_fixed", decay_min=1, decay_max=1, l_max=1024, dropout=0.2), 1024, 10,
               87.97),
     "pathfinder": (dict(n_layers=6, d_model=256, norm="batch", prenorm=True, kernel_dim=32, mode="cat_randn",
-                        decay_min=2, decay_max=2, l_max=1024, dropout=0.2), 1024, 2, 95.46),
+                        decay_min=2, decay_max=2, l_max=1024, dropout=0.2, pool="last"), 1024, 2, 95.46),
     "pathx": (dict(n_layers=6, d_model=256, norm="batch", prenorm=True, kernel_dim=64, mode="cat_cos",
                    decay_min=1, decay_max=3, init_scale=1, l_max=16384, dropout=0.0), 16384, 2, 97.83),
 }
@@ -290,7 +363,8 @@ def sgconv_lra_retrieval(**kwargs: Any) -> SGConvClassifier:
 
 @register_model(**_entry("image"))
 def sgconv_lra_image(**kwargs: Any) -> SGConvClassifier:
-    """LRA Image (grayscale CIFAR-10 as 1024 steps): 6 layers, d_model 512, LayerNorm, 'learnable_fixed' decay."""
+    """LRA Image (grayscale CIFAR-10 as 1024 steps): 6 layers, d_model 512, scalar LayerNorm post-norm (official
+    ``norm: layer`` of a transposed S4 model), 'learnable_fixed' decay."""
     return _build("image", **kwargs)
 
 

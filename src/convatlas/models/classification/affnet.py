@@ -17,11 +17,19 @@ Card facts / decisions:
   xx_small 0.356 G, x_small 0.787 G, small 1.454 G vs README 0.4 / 0.8 / 1.5 G "FLOPs", given to one decimal;
   the tolerance of each registered figure is that rounding (+-0.05 G). The official profiler's FFT term
   (5*N*int(ln N)*C per filter) adds only ~7 M for xx_small.
+- base / large (official config, no README or paper figures): 17,178,104 / 46,068,088 parameters, 5.34 / 13.24
+  GMACs at 256 (registered as exact counts of the official modules; MACs unregistered, no reference exists).
+- Official checkpoints: :func:`convert_official_affnet` maps the cvnets key layout (``conv_1``, ``layer_{i}``,
+  ``block.{conv,norm}``, MV2 ``block.{exp_1x1,conv_3x3,red_1x1}``, ``classifier.fc``) to ours; segmentation:
+  :mod:`convatlas.models.segmentation.affnet_deeplab` (DeepLabv3; ``output_stride`` 8/16 dilates layers 4-5 as
+  the official encoder). The SSDLite detection use (cvnets ``ssd.py``) is not built (the card marks the heads
+  optional and the README reports no detection figures).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+import re
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -31,7 +39,7 @@ from convatlas.layers.aff_filter import AFFilter
 from convatlas.models.backbone import LinearHeadBackbone
 from convatlas.registry import Reported, register_model
 
-__all__ = ["AFFNet", "AFFBlock", "AFFUnit", "InvertedResidual"]
+__all__ = ["AFFNet", "AFFBlock", "AFFUnit", "InvertedResidual", "convert_official_affnet"]
 
 
 def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -41,25 +49,27 @@ def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> 
 
 
 def conv_bn(cin: int, cout: int, k: int = 1, stride: int = 1, groups: int = 1,
-            act: Callable[[], nn.Module] | None = None) -> nn.Sequential:
-    """cvnets ConvLayer: conv (no bias) -> BN -> optional activation."""
-    layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, stride, (k - 1) // 2, groups=groups, bias=False),
-                               nn.BatchNorm2d(cout)]
+            act: Callable[[], nn.Module] | None = None, dilation: int = 1) -> nn.Sequential:
+    """cvnets ConvLayer: conv (no bias, padding dilation * (k - 1) / 2) -> BN -> optional activation."""
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, stride, dilation * (k - 1) // 2, dilation=dilation,
+                                         groups=groups, bias=False), nn.BatchNorm2d(cout)]
     if act is not None:
         layers.append(act())
     return nn.Sequential(*layers)
 
 
 class InvertedResidual(nn.Module):
-    """MobileNetV2 block (cvnets): [1x1 exp + BN + act] -> DW 3x3 + BN + act -> 1x1 + BN (+ skip)."""
+    """MobileNetV2 block (cvnets): [1x1 exp + BN + act] -> DW 3x3 (dilation) + BN + act -> 1x1 + BN (+ skip)."""
 
-    def __init__(self, cin: int, cout: int, stride: int, expand_ratio: float, act: Callable[[], nn.Module]) -> None:
+    def __init__(self, cin: int, cout: int, stride: int, expand_ratio: float, act: Callable[[], nn.Module],
+                 dilation: int = 1) -> None:
         super().__init__()
         hidden = make_divisible(int(round(cin * expand_ratio)), 8)
         layers: list[nn.Module] = []
         if expand_ratio != 1:
             layers.append(conv_bn(cin, hidden, 1, act=act))
-        layers += [conv_bn(hidden, hidden, 3, stride, groups=hidden, act=act), conv_bn(hidden, cout, 1)]
+        layers += [conv_bn(hidden, hidden, 3, stride, groups=hidden, act=act, dilation=dilation),
+                   conv_bn(hidden, cout, 1)]
         self.block = nn.Sequential(*layers)
         self.use_res = stride == 1 and cin == cout
 
@@ -114,6 +124,10 @@ class AFFNet(LinearHeadBackbone):
         exp_max: cap of the final 1x1 expansion (960).
         drop_rate: dropout before the classifier; drop_path_rate: max stochastic depth (linear over units).
         act_layer: activation (SiLU).
+        output_stride: 32 (classification), 16 (layer 5 dilated) or 8 (layers 4 and 5 dilated), as the official
+            encoder for segmentation (``dilate_l4`` / ``dilate_l5``): the leading MV2 of a dilated layer keeps
+            stride 1 and uses the previous dilation, later layers inherit the doubled dilation (the frequency
+            filter is global, so only MV2 depthwise convs see it).
     """
 
     input_multiple = 32
@@ -132,8 +146,11 @@ class AFFNet(LinearHeadBackbone):
         drop_rate: float = 0.1,
         drop_path_rate: float = 0.0,
         act_layer: Callable[[], nn.Module] = nn.SiLU,
+        output_stride: int = 32,
     ) -> None:
         super().__init__()
+        if output_stride not in (8, 16, 32):
+            raise ValueError(f"AFFNet: output_stride must be 8, 16 or 32, got {output_stride}")
         self.in_chans = in_chans
         act = act_layer
         self.stem = conv_bn(in_chans, stem, 3, 2, act=act)
@@ -147,15 +164,23 @@ class AFFNet(LinearHeadBackbone):
             stages.append(nn.Sequential(*blocks))
         total = sum(r[2] for r in layers)
         dpr = torch.linspace(0, drop_path_rate, total, device="cpu").tolist() if total else []
-        k = 0
-        for c, ffn, n, no_fuse in layers:
-            stages.append(nn.Sequential(InvertedResidual(cin, c, 2, mv2_exp, act),
+        k, dilation, reduction = 0, 1, 4
+        reductions = [2, 4]
+        for i, (c, ffn, n, no_fuse) in enumerate(layers):
+            prev, stride = dilation, 2
+            if reduction * 2 > output_stride and i >= 1:  # official dilate_l4 / dilate_l5
+                dilation, stride = dilation * 2, 1
+            reduction *= stride
+            reductions.append(reduction)
+            stages.append(nn.Sequential(InvertedResidual(cin, c, stride, mv2_exp, act, dilation=prev),
                                         AFFBlock(c, ffn, n, act, no_fuse, dpr[k:k + n])))
             k += n
             cin = c
         self.stages = nn.Sequential(*stages)
-        self.feature_info = [{"num_chs": ch, "reduction": 2 ** (i + 1), "module": f"stages.{i}"}
-                             for i, ch in enumerate([layer1[0], layer2[0]] + [r[0] for r in layers])]
+        self.input_multiple = output_stride
+        self.feature_info = [{"num_chs": ch, "reduction": r, "module": f"stages.{i}"}
+                             for i, (ch, r) in enumerate(zip([layer1[0], layer2[0]] + [r[0] for r in layers],
+                                                             reductions))]
         exp = min(4 * cin, exp_max)
         self.conv_1x1_exp = conv_bn(cin, exp, 1, act=act)
         self.num_features, self.head_hidden_size = cin, exp  # stage output; width after conv_1x1_exp
@@ -178,6 +203,39 @@ class AFFNet(LinearHeadBackbone):
         x = self.conv_1x1_exp(x).mean((2, 3))
         x = self.head_drop(x)
         return x if pre_logits else self.head(x)
+
+
+_MV2_PARTS = ("exp_1x1", "conv_3x3", "red_1x1")
+
+
+def convert_official_affnet(state_dict: Mapping[str, Tensor], prefix: str = "") -> dict[str, Tensor]:
+    """Official (cvnets / microsoft TokenMixers) AFFNet keys -> ours; ``prefix`` is stripped first.
+
+    ``conv_1`` -> ``stem``; ``layer_{i}`` -> ``stages.{i-1}``; cvnets ``ConvLayer`` ``block.conv`` / ``block.norm``
+    -> ``0`` / ``1``; MV2 ``block.{exp_1x1,conv_3x3,red_1x1}`` -> ``block.{0,1,2}`` (``{0,1}`` without expansion);
+    ``classifier.fc`` -> ``head``; AFF units keep their names (``global_rep.{i}.{norm1,mlp,norm2,filter}``,
+    ``conv_proj``, ``fusion``). Accepts a checkpoint dict with a ``state_dict`` / ``model`` entry.
+    """
+    for wrap in ("state_dict", "model"):
+        if isinstance(state_dict.get(wrap), Mapping):
+            state_dict = state_dict[wrap]
+    sd = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    no_exp = {k.split("block.conv_3x3.")[0] for k in sd if "block.conv_3x3." in k} - {
+        k.split("block.exp_1x1.")[0] for k in sd if "block.exp_1x1." in k}
+    out: dict[str, Tensor] = {}
+    for key, value in sd.items():
+        k = re.sub(r"^conv_1\.", "stem.", key)
+        k = re.sub(r"^layer_(\d)\.", lambda m: f"stages.{int(m.group(1)) - 1}.", k)
+        k = re.sub(r"^classifier\.fc\.", "head.", k)
+        for j, part in enumerate(_MV2_PARTS):
+            tag = f"block.{part}."
+            if tag in k:
+                owner = key.split(tag)[0]
+                k = k.replace(tag, f"block.{j - 1 if owner in no_exp else j}.")
+        k = re.sub(r"(^|\.)block\.conv\.", r"\g<1>0.", k)
+        k = re.sub(r"(^|\.)block\.norm\.", r"\g<1>1.", k)
+        out[k] = value
+    return out
 
 
 _CFGS: dict[str, dict[str, Any]] = {
@@ -220,15 +278,19 @@ def affnet(**kw: Any) -> AFFNet:
     return AFFNet(**{**_CFGS["small"], **kw})
 
 
+_NO_FIG = ("official config mode '{}': no README/paper figure; exact count of the official modules (cvnets layers "
+           "from config/affnet.py), derived independently from the official key shapes in the tests")
+
+
 @register_model(paper="aff", input_size=(3, 256, 256), test_input_size=(3, 64, 64),
-                reported=Reported(resolution=256, source="official config 'base' (not in the README; no figures)"))
+                reported=Reported(params=17_178_104, resolution=256, params_exact=True, source=_NO_FIG.format("base")))
 def affnet_base(**kw: Any) -> AFFNet:
     """AFFNet mode 'base' from the official config (no reported figures)."""
     return AFFNet(**{**_CFGS["base"], **kw})
 
 
 @register_model(paper="aff", input_size=(3, 256, 256), test_input_size=(3, 64, 64),
-                reported=Reported(resolution=256, source="official config 'large' (not in the README; no figures)"))
+                reported=Reported(params=46_068_088, resolution=256, params_exact=True, source=_NO_FIG.format("large")))
 def affnet_large(**kw: Any) -> AFFNet:
     """AFFNet mode 'large' from the official config (no reported figures)."""
     return AFFNet(**{**_CFGS["large"], **kw})

@@ -166,10 +166,12 @@ class PointProjectionEncoder(nn.Module):
         trans_dim, graph_dim, k: EdgeConv widths and neighbours (8, 64, 32).
         fusion: add :class:`MultiViewFusion` (official ``atten_fusion: True``).
         fusion_patch: token conv size of the fusion (7).
+        fusion_width: token width of the fusion (128; attention 8 heads x width, MLP 2 x width).
     """
 
     def __init__(self, num_views: int = 4, img_size: int = 224, obj_size: int | None = None, trans_dim: int = 8,
-                 graph_dim: int = 64, k: int = 32, fusion: bool = True, fusion_patch: int = 7) -> None:
+                 graph_dim: int = 64, k: int = 32, fusion: bool = True, fusion_patch: int = 7,
+                 fusion_width: int = 128) -> None:
         super().__init__()
         obj_size = img_size if obj_size is None else obj_size
         if not 1 <= num_views <= len(VIEW_ANGLES):
@@ -186,7 +188,8 @@ class PointProjectionEncoder(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.point_features = EdgeConvFeatures(trans_dim, graph_dim, k)
         self.img_block = nn.Sequential(_BasicBlock(graph_dim), nn.Conv2d(graph_dim, graph_dim, 1))
-        self.fusion = MultiViewFusion(graph_dim, num_views, fusion_patch) if fusion else None
+        self.fusion = (MultiViewFusion(graph_dim, num_views, fusion_patch, fusion_width, mlp_dim=2 * fusion_width)
+                       if fusion else None)
         self.img_layer = nn.Conv2d(graph_dim, 3, 1)
 
     def pixel_indices(self, points: Tensor) -> Tensor:

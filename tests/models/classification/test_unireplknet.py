@@ -464,6 +464,6 @@ def test_point_model_learns_shapes() -> None:
     xte, yte = _shapes(96, 1)
     model = create_model("test_unireplknet_point", num_classes=3)
     with num_threads(1):
-        _fit(model, xtr, ytr, steps=60, lr=3e-3, batch=16)  # measured 0.958
+        _fit(model, xtr, ytr, steps=45, lr=3e-3, batch=16)  # measured 1.0 (0.958 with 60 steps)
         acc = _accuracy(model, xte, yte)
     assert acc >= 0.9, acc

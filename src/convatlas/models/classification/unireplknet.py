@@ -595,15 +595,17 @@ class UniRepLKNetPoint(nn.Module):
 
     Args:
         num_classes: classes (ModelNet-40: 40).
-        num_views, img_size, obj_size, k, graph_dim, fusion: projection encoder settings (official 4, 224,
-            img_size, 32, 64, True).
+        num_views, img_size, obj_size, k, graph_dim, fusion, fusion_width: projection encoder settings
+            (official 4, 224, img_size, 32, 64, True, 128).
         variant_kwargs: UniRepLKNet arguments (the backbone's own classifier is not built).
     """
 
     def __init__(self, num_classes: int = 40, num_views: int = 4, img_size: int = 224, obj_size: int | None = None,
-                 k: int = 32, graph_dim: int = 64, fusion: bool = True, **variant_kwargs: Any) -> None:
+                 k: int = 32, graph_dim: int = 64, fusion: bool = True, fusion_width: int = 128,
+                 **variant_kwargs: Any) -> None:
         super().__init__()
-        self.encoder = PointProjectionEncoder(num_views, img_size, obj_size, graph_dim=graph_dim, k=k, fusion=fusion)
+        self.encoder = PointProjectionEncoder(num_views, img_size, obj_size, graph_dim=graph_dim, k=k, fusion=fusion,
+                                              fusion_width=fusion_width)
         self.backbone = UniRepLKNet(**_backbone_kwargs("UniRepLKNetPoint", variant_kwargs, in_chans=3, num_classes=0))
         self.backbone.remove_head()
         self.num_views, self.num_classes = num_views, num_classes
@@ -824,9 +826,9 @@ def unireplknet_s_video(**kwargs: Any) -> UniRepLKNetVideo:
 @register_model(**_MODAL, test_only=True, num_classes=5, input_size=(64, 3),
                 example_inputs=_inputs(((64, 3),), ((64, 3),)))
 def test_unireplknet_point(**kwargs: Any) -> UniRepLKNetPoint:
-    """Tiny point model: 2 views of 32^2 (k=8 neighbours, 16 point features), (B, 64, 3) points -> 5 classes."""
+    """Tiny point model: 2 views of 32^2 (k=8 neighbours, 16 point features, fusion width 32), (B, 64, 3) -> 5."""
     return UniRepLKNetPoint(**{**_TINY, "num_classes": 5, "num_views": 2, "img_size": 32, "k": 8, "graph_dim": 16,
-                               **kwargs})
+                               "fusion_width": 32, **kwargs})
 
 
 @register_model(**_MODAL, num_classes=40, input_size=(4096, 3), example_inputs=_inputs(((4096, 3),), ((64, 3),)),

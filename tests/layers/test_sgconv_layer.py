@@ -99,3 +99,53 @@ def test_bad_inputs() -> None:
         GConv(4, 32, mode="cat")
     with pytest.raises(ValueError, match="postact"):
         GConv(4, 32, postact="relu")
+
+
+def test_framework_modes_decay_expand_trunc() -> None:
+    """S4-framework gconv.py options: 'decay' init, 'expand' (kernel resampled to l_max), 'trunc' (resampled to L)."""
+    torch.manual_seed(0)
+    plain = GConv(4, 64, kernel_dim=8, decay_min=1, decay_max=3)
+    torch.manual_seed(0)
+    dec = GConv(4, 64, kernel_dim=8, mode="cat_randn_decay", decay_min=1, decay_max=3)
+    ramp = torch.linspace(1, 2 / (1 + 3), 8)
+    for a, b in zip(plain.kernel_list, dec.kernel_list):
+        torch.testing.assert_close(b, a * ramp)
+    # expand: a 48-tap kernel (l_max 48 -> S = 4, 64 taps) resampled to exactly l_max taps
+    exp = GConv(4, 48, kernel_dim=8, mode="cat_randn_expand")
+    assert exp.kernel_length == 64 and exp.kernel(100).shape == (4, 100)
+    raw = exp.raw_kernel()
+    ref = torch.nn.functional.interpolate(raw, size=48, mode="linear") / exp.kernel_norm
+    torch.testing.assert_close(exp.kernel(100)[:, :48], ref[0])
+    assert (exp.kernel(100)[:, 48:] == 0).all()
+    # trunc: first l_max taps resampled to the input length, scaled by l_max / L (same area per tap)
+    tr = GConv(4, 64, kernel_dim=8, mode="cat_randn_trunc")
+    k64, k128 = tr.kernel(64), tr.kernel(128)
+    torch.testing.assert_close(k64, (tr.raw_kernel() / tr.kernel_norm)[0])
+    torch.testing.assert_close(k128.sum(-1), k64.sum(-1), atol=0.15 * k64.abs().sum(-1).max().item(), rtol=0)
+    for layer in (dec, exp, tr):
+        y, _ = layer(torch.randn(2, 4, 30))
+        assert y.shape == (2, 4, 30)
+
+
+def test_hankel_mode_channels_and_linear() -> None:
+    torch.manual_seed(0)
+    hk = GConv(4, 32, kernel_dim=6, mode="hankel", bidirectional=True)
+    assert len(hk.kernel_list) == 1 and hk.kernel_list[0].shape == (2, 4, 6) and hk.eigvecs.shape == (6, 32)
+    a = torch.arange(32, dtype=torch.float64) + 1
+    m = a.view(1, -1) + a.view(-1, 1)
+    hmat = 2 / (m**3 - m)
+    full = torch.linalg.eigh(hmat).eigenvectors
+    torch.testing.assert_close(hk.eigvecs.double().abs(), full[:6].abs(), atol=1e-5, rtol=0)  # up to sign
+    torch.testing.assert_close(hk.raw_kernel(), torch.einsum("chd,dl->chl", hk.kernel_list[0], hk.eigvecs))
+    assert hk.kernel_length == 32 and hk(torch.randn(2, 4, 20))[0].shape == (2, 4, 20)
+    assert sum(p.numel() for p in hk.parameters()) == 2 * 4 * 6 + 4 + 4 * 8 + 8
+    # channels ("heads"): params 2·C·H·kd·S + C·H + (C·H)·2H + 2H; linear=True returns the C·H conv channels
+    mc = GConv(4, 64, kernel_dim=8, channels=3, bidirectional=True)
+    s = mc.num_scales
+    assert sum(p.numel() for p in mc.parameters()) == 2 * 3 * 4 * 8 * s + 3 * 4 + 12 * 8 + 8
+    lin = GConv(4, 64, kernel_dim=8, channels=2, linear=True)
+    assert lin.output_linear is None and lin(torch.randn(2, 4, 30))[0].shape == (2, 8, 30)
+    with pytest.raises(ValueError, match="hankel"):
+        GConv(4, 32, mode="cat_hankel")
+    with pytest.raises(ValueError, match="channels"):
+        GConv(4, 32, channels=0)

@@ -89,8 +89,13 @@ class GConv(nn.Module):
         bidirectional: two kernels, causal + anti-causal (non-causal layer).
         n_scales: number of sub-kernels ``S`` (default :func:`sgconv_num_scales`).
         init_scale: upsampling offset (Path-X uses 1).
-        mode: ``cat_randn`` | ``cat_cos`` | ``sum_randn`` | ..., optionally with ``nearest``, ``learnable``,
-            ``fixed`` (the official mode strings).
+        mode: ``cat_randn`` | ``cat_cos`` | ``sum_randn`` | ``sum_cos``, optionally with ``nearest`` (nearest
+            upsampling), ``learnable`` (+ ``fixed``: power-law decay ``(t+1)^-decay``), and the options of the
+            S4-framework ``gconv.py``: ``decay`` (sub-kernels initialised times ``linspace(1, 2/(decay_min+decay_max),
+            kernel_dim)``), ``expand`` (kernel resampled to ``l_max`` taps), ``trunc`` (first ``l_max`` taps
+            resampled to the input length and scaled by ``l_max/L``); or ``hankel``: one ``(C, H, kernel_dim)``
+            kernel mapped through the first ``kernel_dim`` rows of the eigenvector matrix of the ``l_max`` Hankel
+            matrix ``2 / (h^3 - h)``, ``h = i + j`` (buffer ``eigvecs``; official quirk kept).
         decay_min / decay_max: multiplier range (or the ``decay`` init range in 'learnable' modes).
         activation: ``gelu`` (or ``id``) after the convolution.
         postact: ``glu`` (output linear H -> 2H + GLU) or ``None`` (H -> H).
@@ -99,6 +104,10 @@ class GConv(nn.Module):
             ``TransposedLN`` (:class:`TransposedScalarLN`) when ``transposed``, ``nn.LayerNorm(H)`` otherwise.
         transposed: layout ``(B, H, L)`` (True) or ``(B, L, H)``.
         kernel_lr: learning rate recorded in the kernel parameters' ``_optim``.
+        channels: official "heads": ``channels`` kernels per input channel, outputs flattened to ``channels·H``
+            before the output linear (``channels·H -> H`` or ``2H`` with GLU); ``D`` is ``(channels, H)``.
+        linear: official ``linear=True``: no activation, dropout, norm or output linear (returns ``channels·H``
+            channels).
     """
 
     def __init__(
@@ -119,12 +128,20 @@ class GConv(nn.Module):
         ln: bool = False,
         transposed: bool = True,
         kernel_lr: float = 0.001,
+        channels: int = 1,
+        linear: bool = False,
     ) -> None:
         super().__init__()
         if d_model < 1 or l_max < 1 or kernel_dim < 1:
             raise ValueError(f"GConv: d_model, l_max, kernel_dim must be >= 1, got {d_model}, {l_max}, {kernel_dim}")
-        if not (("cat" in mode) ^ ("sum" in mode)) or not (("randn" in mode) ^ ("cos" in mode)):
-            raise ValueError(f"GConv: mode must contain one of cat/sum and one of randn/cos, got {mode!r}")
+        hankel = "hankel" in mode
+        if hankel and any(w in mode for w in ("cat", "sum", "randn", "cos")):
+            raise ValueError(f"GConv: 'hankel' mode takes no cat/sum/randn/cos, got {mode!r}")
+        if not hankel and (not (("cat" in mode) ^ ("sum" in mode)) or not (("randn" in mode) ^ ("cos" in mode))):
+            raise ValueError(f"GConv: mode must contain one of cat/sum and one of randn/cos (or be 'hankel'), "
+                             f"got {mode!r}")
+        if channels < 1:
+            raise ValueError(f"GConv: channels must be >= 1, got {channels}")
         if activation not in ("gelu", "id"):
             raise ValueError(f"GConv: activation must be 'gelu' or 'id', got {activation!r}")
         if postact not in ("glu", None):
@@ -136,16 +153,19 @@ class GConv(nn.Module):
             raise ValueError(
                 f"GConv: n_scales must be >= 1 (l_max={l_max}, kernel_dim={kernel_dim}), got {self.num_scales}"
             )
-        c = 2 if bidirectional else 1
-        self.D = nn.Parameter(torch.randn(1, d_model))
+        self.channels, self.linear = channels, linear
+        c = channels * (2 if bidirectional else 1)
+        self.D = nn.Parameter(torch.randn(channels, d_model))
         self.kernel_list = nn.ParameterList()
-        for _ in range(self.num_scales):
-            if "randn" in mode:
+        for _ in range(1 if hankel else self.num_scales):
+            if "randn" in mode or hankel:
                 k = torch.randn(c, d_model, kernel_dim)
             else:  # cos: channel i gets cos(linspace(0, 2*pi*i, kernel_dim)), channels permuted
                 k = torch.stack(
                     [torch.cos(torch.linspace(0, 2 * math.pi * i, kernel_dim)) for i in range(d_model)]
                 )[torch.randperm(d_model)].expand(c, d_model, kernel_dim).clone()
+            if "decay" in mode:
+                k = k * torch.linspace(1, 2 / (decay_max + decay_min), kernel_dim)
             p = nn.Parameter(k)
             p._optim = {"lr": kernel_lr, "weight_decay": 0.0}  # type: ignore[attr-defined]
             self.kernel_list.append(p)
@@ -159,6 +179,8 @@ class GConv(nn.Module):
         else:
             self.decay = None
             self.register_buffer("multiplier", torch.linspace(decay_min, decay_max, d_model).view(1, -1, 1))
+        if hankel:
+            self.register_buffer("eigvecs", self._hankel_eigvecs(l_max, kernel_dim))
         self.register_buffer("kernel_norm", torch.ones(c, d_model, 1))
         self.register_buffer("kernel_norm_initialized", torch.tensor(False))
         self._norm_pending = True  # Python mirror of kernel_norm_initialized (no tensor sync in forward)
@@ -167,12 +189,22 @@ class GConv(nn.Module):
         self.activation = nn.GELU() if activation == "gelu" else nn.Identity()
         self.dropout_p = float(dropout)
         self.norm: nn.Module | None = None
-        if ln:
-            self.norm = TransposedScalarLN() if transposed else nn.LayerNorm(d_model)
-        out = 2 * d_model if postact == "glu" else d_model
-        self.output_linear = nn.Sequential(TransposedLinear(d_model, out))
-        if postact == "glu":
-            self.output_linear.append(nn.GLU(dim=1))
+        if ln and not linear:
+            self.norm = TransposedScalarLN() if transposed else nn.LayerNorm(d_model * channels)
+        self.output_linear: nn.Module | None = None
+        if not linear:
+            out = 2 * d_model if postact == "glu" else d_model
+            self.output_linear = nn.Sequential(TransposedLinear(d_model * channels, out))
+            if postact == "glu":
+                self.output_linear.append(nn.GLU(dim=1))
+
+    @staticmethod
+    def _hankel_eigvecs(l_max: int, kernel_dim: int) -> Tensor:
+        """First ``kernel_dim`` rows of the eigenvectors (columns, ascending eigenvalues) of the Hankel matrix."""
+        a = torch.arange(l_max, device="cpu", dtype=torch.float64) + 1
+        hk = a.view(1, -1) + a.view(-1, 1)
+        vecs = torch.linalg.eigh(2 / (hk**3 - hk)).eigenvectors
+        return vecs[:kernel_dim, :].to(torch.float32)
 
     @staticmethod
     def _after_load(module: nn.Module, incompatible_keys) -> None:
@@ -182,7 +214,9 @@ class GConv(nn.Module):
 
     @property
     def kernel_length(self) -> int:
-        """Length of the assembled kernel: ``kernel_dim · 2^(S-1+init_scale)``."""
+        """Length of the assembled kernel: ``kernel_dim · 2^(S-1+init_scale)`` (``l_max`` in 'hankel' mode)."""
+        if "hankel" in self.mode:
+            return self.l_max
         return self.kernel_dim * 2 ** (self.num_scales - 1 + self.init_scale)
 
     def raw_kernel(self) -> Tensor:
@@ -190,7 +224,9 @@ class GConv(nn.Module):
         interp = "nearest" if "nearest" in self.mode else "linear"
         s = self.num_scales
         mult = self.multiplier
-        if "cat" in self.mode:
+        if "hankel" in self.mode:
+            kern = torch.einsum("chd,dl->chl", self.kernel_list[0], self.eigvecs.to(self.kernel_list[0].dtype))
+        elif "cat" in self.mode:
             pieces = []
             for i, k in enumerate(self.kernel_list):
                 scale = 2 ** (max(0, i - 1) + self.init_scale)
@@ -213,21 +249,28 @@ class GConv(nn.Module):
         return kern
 
     def kernel(self, seq_len: int) -> Tensor:
-        """Normalised kernel for length ``L``: ``(H, L)`` causal, or ``(H, 2L)`` bidirectional (see module doc)."""
+        """Normalised kernel for length ``L``: ``(channels·H, L)`` causal, or ``(channels·H, 2L)`` bidirectional
+        (see module doc)."""
         k = self.raw_kernel()
+        interp = "nearest" if "nearest" in self.mode else "linear"
         if self._norm_pending:
             with torch.no_grad():
                 self.kernel_norm.copy_(k.detach().norm(dim=-1, keepdim=True))
                 self.kernel_norm_initialized.fill_(True)
             self._norm_pending = False
+        if "expand" in self.mode:
+            k = F.interpolate(k, size=self.l_max, mode=interp)
+        if "trunc" in self.mode:
+            k = F.interpolate(k[..., : self.l_max], size=seq_len, mode=interp) * (self.l_max / seq_len)
         if k.shape[-1] > seq_len:
             k = k[..., :seq_len]
         elif k.shape[-1] < seq_len:
             k = F.pad(k, (0, seq_len - k.shape[-1]))
         k = k / self.kernel_norm
-        if self.bidirectional:
-            return F.pad(k[0], (0, seq_len)) + F.pad(k[1].flip(-1), (seq_len, 0))
-        return k[0]
+        c = self.channels
+        if self.bidirectional:  # official rearrange '(s c) h l -> s c h l', s=2
+            k = F.pad(k[:c], (0, seq_len)) + F.pad(k[c:].flip(-1), (seq_len, 0))
+        return k.reshape(c * self.h, k.shape[-1])
 
     def forward(self, u: Tensor, return_kernel: bool = False) -> tuple[Tensor, Tensor | None]:
         """``u``: ``(B, H, L)`` (or ``(B, L, H)`` if not transposed). Returns ``(y, kernel or None)``."""
@@ -241,7 +284,11 @@ class GConv(nn.Module):
         seq_len = u.shape[-1]
         k = self.kernel(seq_len)
         n = 2 * seq_len if self.bidirectional else None
-        y = fft_conv(u, k, self.D, n=n)
+        if self.channels > 1:  # every head convolves the same input: y (B, C, H, L) flattened to (B, C·H, L)
+            u = u.repeat(1, self.channels, 1)
+        y = fft_conv(u, k, self.D.reshape(-1), n=n)
+        if self.linear:
+            return (y if self.transposed else y.transpose(1, 2)), (k if return_kernel else None)
         y = self.activation(y)
         if self.training and self.dropout_p > 0:
             mask = torch.rand(y.shape[0], y.shape[1], 1, device=y.device) >= self.dropout_p
@@ -259,6 +306,8 @@ class GConv(nn.Module):
         return (
             f"d_model={self.h}, l_max={self.l_max}, kernel_dim={self.kernel_dim}, n_scales={self.num_scales}, "
             f"mode={self.mode!r}, bidirectional={self.bidirectional}"
+            + (f", channels={self.channels}" if self.channels > 1 else "")
+            + (", linear=True" if self.linear else "")
         )
 
 

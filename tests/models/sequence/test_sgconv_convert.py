@@ -18,10 +18,11 @@ H, L_MAX, KD = 8, 64, 4
 
 
 def _official_gconv(g: torch.Generator, h: int, bidir: bool, mode: str, pre: str, *, initialised: bool = True,
-                    postact: str | None = "glu", ln: bool = False, weight_norm: bool = False) -> dict:
-    c = 2 if bidir else 1
+                    postact: str | None = "glu", ln: bool = False, weight_norm: bool = False,
+                    channels: int = 1) -> dict:
+    c = channels * (2 if bidir else 1)
     s = sgconv_num_scales(L_MAX, KD)
-    sd = {pre + "D": torch.randn(1, h, generator=g)}
+    sd = {pre + "D": torch.randn(channels, h, generator=g)}
     for j in range(s):
         sd[pre + f"kernel_list.{j}"] = torch.randn(c, h, KD, generator=g)
     if "learnable" in mode:
@@ -35,9 +36,9 @@ def _official_gconv(g: torch.Generator, h: int, bidir: bool, mode: str, pre: str
     lin = pre + ("output_linear.0." if postact == "glu" or weight_norm else "output_linear.")
     if weight_norm:
         sd[lin + "weight_g"] = torch.rand(out, 1, generator=g) + 0.5
-        sd[lin + "weight_v"] = torch.randn(out, h, generator=g)
+        sd[lin + "weight_v"] = torch.randn(out, channels * h, generator=g)
     else:
-        sd[lin + "weight"] = torch.randn(out, h, generator=g) / math.sqrt(h)
+        sd[lin + "weight"] = torch.randn(out, channels * h, generator=g) / math.sqrt(h)
     sd[lin + "bias"] = torch.randn(out, generator=g) * 0.1
     if ln:
         sd[pre + "norm.norm.m"] = torch.randn(1, generator=g) * 0.1
@@ -58,10 +59,11 @@ def _ref_gconv(sd: dict, pre: str, u: torch.Tensor, bidir: bool, mode: str, post
     kn = sd[pre + "kernel_norm"] if bool(sd[pre + "kernel_norm_initialized"]) else k.norm(dim=-1, keepdim=True)
     k = k[..., :seq] if k.shape[-1] > seq else F.pad(k, (0, seq - k.shape[-1]))
     k = k / kn
+    c = sd[pre + "D"].shape[0]
     if bidir:
-        k = F.pad(k[0:1], (0, seq)) + F.pad(k[1:2].flip(-1), (seq, 0))
+        k = F.pad(k[:c], (0, seq)) + F.pad(k[c:].flip(-1), (seq, 0))
     y = torch.fft.irfft(torch.fft.rfft(u, n=2 * seq)[:, None] * torch.fft.rfft(k, n=2 * seq), n=2 * seq)[..., :seq]
-    y = (y + u[:, None] * sd[pre + "D"][..., None])[:, 0]
+    y = (y + u[:, None] * sd[pre + "D"][..., None]).flatten(1, 2)  # (B, C, H, L) -> (B, C·H, L)
     y = F.gelu(y)
     if ln:
         std, mean = torch.std_mean(y, dim=1, unbiased=False, keepdim=True)
@@ -167,23 +169,23 @@ def test_official_lightning_checkpoint_loads_strictly_and_matches(case):
     torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("postact, ln, weight_norm, initialised", [("glu", False, False, True),
-                                                                   (None, True, False, False),
-                                                                   ("glu", True, True, True)])
-def test_official_standalone_gconv_variants(postact, ln, weight_norm, initialised):
+@pytest.mark.parametrize("postact, ln, weight_norm, initialised, channels, bidir", [
+    ("glu", False, False, True, 1, False), (None, True, False, False, 1, False), ("glu", True, True, True, 1, True),
+    ("glu", True, False, True, 2, True), ("glu", False, False, False, 3, False)])
+def test_official_standalone_gconv_variants(postact, ln, weight_norm, initialised, channels, bidir):
     """gconv_standalone.GConv layouts: GLU or no postact (``output_linear.weight``), ``ln`` (scalar TransposedLN
     ``norm.norm.m/s``), ``weight_norm`` (``weight_g``/``weight_v`` folded), a never-run layer (``kernel_norm``
-    (H, 1), set on our first forward exactly as the official one does)."""
+    (H, 1), set on our first forward exactly as the official one does), ``channels`` > 1 ("heads")."""
     g = torch.Generator().manual_seed(1)
-    official = _official_gconv(g, H, False, "cat_randn", "", initialised=initialised, postact=postact, ln=ln,
-                               weight_norm=weight_norm)
-    layer = GConv(H, L_MAX, kernel_dim=KD, postact=postact, ln=ln).eval()
+    official = _official_gconv(g, H, bidir, "cat_randn", "", initialised=initialised, postact=postact, ln=ln,
+                               weight_norm=weight_norm, channels=channels)
+    layer = GConv(H, L_MAX, kernel_dim=KD, bidirectional=bidir, postact=postact, ln=ln, channels=channels).eval()
     layer.load_state_dict(convert_official_gconv(official), strict=True)
     u = torch.randn(2, H, 40)
     with torch.no_grad():
         y, _ = layer(u)
-    torch.testing.assert_close(y, _ref_gconv(official, "", u, False, "cat_randn", postact, ln), atol=1e-4, rtol=1e-4)
-    assert bool(layer.kernel_norm_initialized) and layer.kernel_norm.shape == (1, H, 1)
+    torch.testing.assert_close(y, _ref_gconv(official, "", u, bidir, "cat_randn", postact, ln), atol=1e-4, rtol=1e-4)
+    assert bool(layer.kernel_norm_initialized) and layer.kernel_norm.shape == (channels * (2 if bidir else 1), H, 1)
 
 
 def test_unknown_official_keys_fail_strict_load():

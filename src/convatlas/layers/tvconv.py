@@ -18,7 +18,8 @@ from torch.utils.flop_counter import register_flop_formula
 
 from convatlas.identities import register_component, register_identity
 
-__all__ = ["TVConv", "tvconv_unfold_reference", "tvconv_apply", "tvconv_dw"]
+__all__ = ["TVConv", "tvconv_unfold_reference", "tvconv_apply", "tvconv_dw", "reparameterize_tvconvs",
+           "adapt_official_tvconv_keys"]
 
 
 def tvconv_unfold_reference(x: Tensor, weight: Tensor, k: int, stride: int) -> Tensor:
@@ -218,6 +219,42 @@ class TVConv(nn.Module):
             f"{self.channels}, h={self.h}, w={self.w}, kernel_size={self.kernel_size}, stride={self.stride}, "
             f"reparameterized={self.reparameterized}"
         )
+
+
+def reparameterize_tvconvs(model: nn.Module) -> nn.Module:
+    """Switch every :class:`TVConv` inside ``model`` to its inference form, in place (the official
+    ``model_transform_for_test``, which swaps each TVConv for a ``TVConv_test``); returns ``model``."""
+    for m in model.modules():
+        if isinstance(m, TVConv):
+            m.reparameterize()
+    return model
+
+
+_OFFICIAL_BUFFERS = ("TVConv_k", "TVConv_k_square", "stride", "channels", "h", "w", "c")
+
+
+def adapt_official_tvconv_keys(state_dict: dict[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
+    """Official TVConv / TVConv_test entries -> ours, for keys already named like ``model``'s modules.
+
+    The official shape buffers (``TVConv_k``, ``TVConv_k_square``, ``stride``, ``channels``, ``h``, ``w``; ``c`` in
+    ``TVConv_test``) are checked against the layer and dropped; ``TVConv_test.weight_maps`` (1, C, k, k, h, w)
+    becomes ours (1, C, k*k, h, w) (the model must be reparameterised before loading such a checkpoint).
+    """
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, TVConv)}
+    out: dict[str, Tensor] = {}
+    for key, value in state_dict.items():
+        owner, _, leaf = key.rpartition(".")
+        layer = layers.get(owner)
+        if layer is not None and leaf in _OFFICIAL_BUFFERS:
+            expect = {"TVConv_k": layer.kernel_size, "TVConv_k_square": layer.kernel_size ** 2, "stride": layer.stride,
+                      "channels": layer.channels, "c": layer.channels, "h": layer.h, "w": layer.w}[leaf]
+            if int(value) != expect:
+                raise ValueError(f"official TVConv checkpoint: {key} = {int(value)} but the model has {expect}")
+            continue
+        if layer is not None and leaf == "weight_maps" and value.ndim == 6:
+            value = value.reshape(value.shape[0], value.shape[1], -1, *value.shape[-2:])
+        out[key] = value
+    return out
 
 
 @register_identity("tvconv", "constant per-pixel kernels == depthwise F.conv2d (unfold ordering i*k+j)")

@@ -45,7 +45,7 @@ from torch import Tensor, nn
 
 from convatlas.layers import check_input
 from convatlas.layers.am_softmax import AMSoftmax
-from convatlas.layers.tvconv import TVConv
+from convatlas.layers.tvconv import TVConv, adapt_official_tvconv_keys, reparameterize_tvconvs
 from convatlas.models.backbone import LinearHeadBackbone
 from convatlas.registry import Reported, register_model
 
@@ -229,9 +229,7 @@ class _FaceNet(LinearHeadBackbone):
 
     def reparameterize(self) -> None:
         """Switch every TVConv to its inference form (generated kernels stored as buffers)."""
-        for m in self.modules():
-            if isinstance(m, TVConv):
-                m.reparameterize()
+        reparameterize_tvconvs(self)
 
 
 class FaceMobileNetV2(_FaceNet):
@@ -357,9 +355,6 @@ class FaceShuffleNetV2(_FaceNet):
 # Official checkpoints
 # ---------------------------------------------------------------------------------------------------------------
 
-_TVCONV_BUFFERS = ("TVConv_k", "TVConv_k_square", "stride", "channels", "h", "w", "c")
-
-
 def _official_prefix_map(model: _FaceNet) -> list[tuple[str, str]]:
     """(official module prefix, our prefix) pairs, longest official prefix first."""
     pairs = [("output_layer.layer1.0.", "out_norm."), ("output_layer.layer1.", "out_norm."),
@@ -384,7 +379,6 @@ def convert_official_tvconv(state_dict: Mapping[str, Tensor], model: _FaceNet) -
     """
     sd = dict(state_dict.get("state_dict", state_dict)) if isinstance(state_dict.get("state_dict"), Mapping) \
         else dict(state_dict)
-    ours = model.state_dict()
     pairs = _official_prefix_map(model)
     out: dict[str, Tensor] = {}
     for key, value in sd.items():
@@ -395,19 +389,8 @@ def convert_official_tvconv(state_dict: Mapping[str, Tensor], model: _FaceNet) -
         new = next((ours_p + k[len(off):] for off, ours_p in pairs if k.startswith(off)), None)
         if new is None:
             raise KeyError(f"convert_official_tvconv: unexpected official key {key!r}")
-        leaf = new.rsplit(".", 1)[-1]
-        if leaf in _TVCONV_BUFFERS and new not in ours:
-            layer = model.get_submodule(new.rsplit(".", 1)[0])
-            expect = {"TVConv_k": layer.kernel_size, "TVConv_k_square": layer.kernel_size ** 2,
-                      "stride": layer.stride, "channels": layer.channels, "c": layer.channels, "h": layer.h,
-                      "w": layer.w}[leaf]
-            if int(value) != expect:
-                raise ValueError(f"convert_official_tvconv: {key} = {int(value)} but the model has {expect}")
-            continue
-        if leaf == "weight_maps":  # TVConv_test (1, C, 3, 3, h, w) -> (1, C, 9, h, w)
-            value = value.reshape(value.shape[0], value.shape[1], -1, *value.shape[-2:])
         out[new] = value
-    return out
+    return adapt_official_tvconv_keys(out, model)
 
 
 def load_official_tvconv(model: _FaceNet, state_dict: Mapping[str, Tensor]) -> _FaceNet:

@@ -4,15 +4,20 @@ An MLP-Mixer variant whose token mixing is split into a vertical MLP (along H) t
 each spatial MLP mixes a "raft" of r channels jointly with the spatial axis (vectors of length r*h or r*w).
 Channels are grouped with stride C/r: raft member i of group o is channel ``i * C/r + o``. Hierarchical
 RaftMLP-S/M/L have four levels, each opened by a cross-scale MLP patch embedding (overlapping unfolds with
-several kernel sizes, concatenated, one Linear). Token MLPs are tied to the construction resolution; other
-input sizes are bicubic-interpolated to it inside each token block and back (and images whose size is not a
-multiple of the total patch size are bicubic-resized up).
+several kernel sizes, concatenated, one Linear). Token MLPs are tied to the construction resolution; as in the
+official ``RaftShrink``/``RaftExpansion``, other token grids are bicubic-interpolated to it before each layer's
+two raft blocks and back before its channel block, and each level bicubic-resizes its input up to a multiple of
+its patch (official ``Level.forward``).
 
 Card facts: params/GMACs exactly as the official class with the ImageNet YAMLs (S 9,868,768 / 2.087,
 M 21,413,632 / 4.267, L 36,184,672 / 6.544 at 224; MACs count the Linear layers, not unfold/interpolation) and
 the single-level ablations (12 x 768, patch 16: r=1/2/4 and the MLP-Mixer "org-mixer"). The LayerNorm inside a
 raft block normalises channels arranged as (o, i) (weight index o*r + i), as the official code does, so its
-weights load without permutation. Top-1 (76.1 / 78.8 / 79.4) is as recalled on the card (unconfirmed).
+weights load without permutation. Top-1 (76.1 / 78.8 / 79.4) is as recalled on the card (unconfirmed; the paper
+text was not reachable). Audit against the official libs/modules.py: MLPs end with a Dropout (index 4) as
+officially; the two further ablations the README runs are registered (``raftmlp_m_mixer_emb``: official
+``imagenet-raft-mlp-hierarchy-m``, plain patch embeddings; ``raftmlp_12_r2_cross_emb``); the multi-level
+"shortcut" head (off in every config) is not built.
 """
 
 from __future__ import annotations
@@ -52,10 +57,28 @@ class CrossScaleEmbedding(nn.Module):
         return self.fc(tokens).view(b, h // s, w // s, -1)
 
 
+class PatchMixerEmbedding(nn.Module):
+    """MLP-Mixer patch embedding (official ``emb_mixer``): (B, C_in, H, W) -> (B, H/p, W/p, C_out).
+
+    Non-overlapping p x p patches flattened in (p1, p2, c) order (official ``Rearrange``), then Linear.
+    """
+
+    def __init__(self, cin: int, cout: int, patch: int) -> None:
+        super().__init__()
+        self.stride = patch
+        self.fc = nn.Linear(cin * patch * patch, cout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        p = self.stride
+        x = x.view(b, c, h // p, p, w // p, p).permute(0, 2, 4, 3, 5, 1).reshape(b, h // p, w // p, p * p * c)
+        return self.fc(x)
+
+
 class _TokenMlp(nn.Sequential):
-    # Official indices: fn.0 Linear, fn.1 GELU, fn.2 Dropout, fn.3 Linear.
+    # Official indices: fn.0 Linear, fn.1 GELU, fn.2 Dropout, fn.3 Linear, fn.4 Dropout.
     def __init__(self, n: int, e: int, drop: float) -> None:
-        super().__init__(nn.Linear(n, n * e), nn.GELU(), nn.Dropout(drop), nn.Linear(n * e, n))
+        super().__init__(nn.Linear(n, n * e), nn.GELU(), nn.Dropout(drop), nn.Linear(n * e, n), nn.Dropout(drop))
 
 
 def _resize_tokens(x: Tensor, size: tuple[int, int]) -> Tensor:
@@ -100,14 +123,13 @@ class RaftTokenMixing(nn.Module):
         return y.reshape(b, h, w, c)
 
     def forward(self, x: Tensor) -> Tensor:
+        """(B, h, w, C) on the construction grid (``RaftLayer`` resizes other grids around both raft blocks)."""
         b, h, w, c = x.shape
         r, o = self.raft, c // self.raft
         # LayerNorm over channels arranged (o, i) like the official code (affine index o*r + i).
         y = x.view(b, h, w, r, o).transpose(-1, -2).reshape(b, h, w, c)
         y = self.norm(y).view(b, h, w, o, r).transpose(-1, -2).reshape(b, h, w, c)
-        y = _resize_tokens(y, self.grid)
-        y = _resize_tokens(self.mix(y), (h, w))
-        return x + self.drop_path(y)
+        return x + self.drop_path(self.mix(y))
 
 
 class OriginalTokenMixing(nn.Module):
@@ -122,11 +144,10 @@ class OriginalTokenMixing(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
+        """(B, h, w, C) on the construction grid (``RaftLayer`` resizes other grids)."""
         b, h, w, c = x.shape
-        y = _resize_tokens(self.norm(x), self.grid)
-        gh, gw = self.grid
-        y = self.fn(y.reshape(b, gh * gw, c).transpose(1, 2)).transpose(1, 2).reshape(b, gh, gw, c)
-        return x + self.drop_path(_resize_tokens(y, (h, w)))
+        y = self.fn(self.norm(x).reshape(b, h * w, c).transpose(1, 2)).transpose(1, 2).reshape(b, h, w, c)
+        return x + self.drop_path(y)
 
 
 class ChannelBlock(nn.Module):
@@ -143,7 +164,12 @@ class ChannelBlock(nn.Module):
 
 
 class RaftLayer(nn.Sequential):
-    """Vertical raft block -> horizontal raft block -> channel block (``ser_pm``); or org-mixer -> channel."""
+    """Vertical raft block -> horizontal raft block -> channel block (``ser_pm``); or org-mixer -> channel.
+
+    (B, h, w, C) -> (B, h, w, C). On a grid other than the construction grid the layer follows the official
+    ``RaftShrink``/``RaftExpansion``: the whole token map is bicubic-resized to the construction grid before the
+    token blocks (their norms and residuals act there) and resized back before the channel block.
+    """
 
     def __init__(self, dim: int, raft: int | None, grid: tuple[int, int], token_exp: int, channel_exp: int,
                  drop: float, drop_path: float) -> None:
@@ -153,6 +179,14 @@ class RaftLayer(nn.Sequential):
             mods = [RaftTokenMixing(dim, raft, grid, "h", token_exp, drop, drop_path),
                     RaftTokenMixing(dim, raft, grid, "w", token_exp, drop, drop_path)]
         super().__init__(*mods, ChannelBlock(dim, channel_exp, drop, drop_path))
+        self.grid = tuple(grid)
+
+    def forward(self, x: Tensor) -> Tensor:
+        size = tuple(x.shape[1:3])
+        y = _resize_tokens(x, self.grid)
+        for blk in list(self)[:-1]:
+            y = blk(y)
+        return self[-1](_resize_tokens(y, size))
 
 
 class RaftMLP(LinearHeadBackbone):
@@ -163,7 +197,13 @@ class RaftMLP(LinearHeadBackbone):
         img_size: construction resolution (token MLP sizes follow it; other sizes are interpolated).
         token_expansion / channel_expansion: MLP ratios (2 / 4).
         drop_rate: dropout inside MLPs; drop_path_rate: the same stochastic-depth rate on every residual branch.
+        embedding: ``"cross"`` (cross-scale MLP embedding with the rows' kernels, official ``emb_cross_mlp``) or
+            ``"mixer"`` (non-overlapping linear patch embedding, official ``emb_mixer``; kernels ignored).
         in_chans / num_classes: input channels / classes.
+
+    Inputs whose size at a level is not a multiple of that level's patch are bicubic-resized up to the next
+    multiple there (official ``Level.forward``); token grids other than the construction grid are interpolated
+    inside each layer (see :class:`RaftLayer`).
     """
 
     min_input_size = 1
@@ -179,17 +219,22 @@ class RaftMLP(LinearHeadBackbone):
         drop_path_rate: float = 0.0,
         in_chans: int = 3,
         num_classes: int = 1000,
+        embedding: str = "cross",
     ) -> None:
         super().__init__()
+        if embedding not in ("cross", "mixer"):
+            raise ValueError(f"RaftMLP: embedding must be 'cross' or 'mixer', got {embedding!r}")
         self.in_chans, self.img_size = in_chans, img_size
+        self.patches: list[int] = []
         cin, grid, red = in_chans, img_size, 1
         self.levels = nn.ModuleList()
         self.feature_info = []
         for i, (depth, dim, patch, raft, kernels) in enumerate(levels):
-            if min(kernels) != patch:
+            if embedding == "cross" and min(kernels) != patch:
                 raise ValueError(f"RaftMLP level {i}: the smallest kernel must equal the patch size {patch}")
-            grid, red = grid // patch, red * patch
-            emb = CrossScaleEmbedding(cin, dim, kernels)
+            grid, red = math.ceil(grid / patch), red * patch
+            self.patches.append(patch)
+            emb = CrossScaleEmbedding(cin, dim, kernels) if embedding == "cross" else PatchMixerEmbedding(cin, dim, patch)
             layers = [RaftLayer(dim, raft, (grid, grid), token_expansion, channel_expansion, drop_rate,
                                 drop_path_rate) for _ in range(depth)]
             self.levels.append(nn.Sequential(emb, *layers))
@@ -200,21 +245,22 @@ class RaftMLP(LinearHeadBackbone):
         self.norm = nn.LayerNorm(cin)
         self.reset_classifier(num_classes)
 
-    def _prepare(self, x: Tensor) -> Tensor:
-        self._check(x)
+    @staticmethod
+    def _fit_patch(x: Tensor, patch: int) -> Tensor:
+        """Bicubic resize of a (B, C, H, W) map up to multiples of ``patch`` (official ``Level.forward``)."""
         h, w = x.shape[-2:]
-        s = self.total_stride
-        th, tw = math.ceil(h / s) * s, math.ceil(w / s) * s
+        th, tw = math.ceil(h / patch) * patch, math.ceil(w / patch) * patch
         if (th, tw) != (h, w):
             x = F.interpolate(x, size=(th, tw), mode="bicubic", align_corners=False)
         return x
 
     def forward_stages(self, x: Tensor, max_index: int | None = None) -> list[Tensor]:
-        """[(B, C_i, H/r_i, W/r_i)] channels-first maps after each level."""
-        x = self._prepare(x)
+        """[(B, C_i, ceil(H/r_i), ceil(W/r_i))] channels-first maps after each level (sizes rounded up per level)."""
+        self._check(x)
         out = []
         last = len(self.levels) - 1 if max_index is None else max_index
         for i, level in enumerate(self.levels):
+            x = self._fit_patch(x, self.patches[i])
             tokens = checkpoint_seq(level, x) if self.grad_checkpointing and self.training else level(x)
             x = tokens.permute(0, 3, 1, 2)
             out.append(x)
@@ -235,8 +281,8 @@ def checkpoint_filter_fn(state_dict: dict[str, Tensor], model: nn.Module | None 
     block = {"1": "0", "3": "1", "5": "2"}  # vertical, horizontal, channel block
     out = {}
     for k, v in state_dict.items():
-        m = re.match(r"levels\.(\d+)\.fn\.0\.fc\.(.*)", k)
-        if m:
+        m = re.match(r"levels\.(\d+)\.fn\.0\.fc\.(.*)", k) or re.match(r"levels\.(\d+)\.fn\.1\.(weight|bias)$", k)
+        if m:  # cross-scale embedding (fn.0.fc) or emb_mixer Linear (fn.1)
             out[f"levels.{m[1]}.0.fc.{m[2]}"] = v
             continue
         m = re.match(r"levels\.(\d+)\.fn\.(\d+)\.([135])\.(norm\.1|norm|fn\.\d+)\.(.*)", k)
@@ -310,6 +356,27 @@ def raftmlp_12_r4(**kw: Any) -> RaftMLP:
 def raftmlp_12_org_mixer(**kw: Any) -> RaftMLP:
     """Ablation baseline: MLP-Mixer token mixing (Mixer-B/16-like) in the same single-level frame."""
     return RaftMLP(**{"levels": _ablation(None), **kw})
+
+
+# Official ablation configs not on the card's table (README "abrasion study" commands; counts from the same layer
+# shapes, checked in the tests against the card's counts plus the embedding difference):
+# imagenet-raft-mlp-hierarchy-m (RaftMLP-M with emb_mixer patch embeddings: the multi-scale embedding ablation) and
+# imagenet-raft-mlp-r-2-cross-mlp-emb (the r = 2 single-level model with a (16, 32) cross-scale embedding).
+_SRC_ABL = "official configs/settings YAML (README ablation commands); count from the official layer shapes"
+
+
+@register_model(reported=Reported(params=19_920_640, gmacs=3.747, resolution=224, params_exact=True, source=_SRC_ABL),
+                tags=("ablation",), **_ENTRY)
+def raftmlp_m_mixer_emb(**kw: Any) -> RaftMLP:
+    """Ablation: RaftMLP-M with plain (MLP-Mixer) patch embeddings instead of cross-scale ones."""
+    return RaftMLP(**{"levels": _hier((96, 192, 384, 768)), "embedding": "mixer", **kw})
+
+
+@register_model(reported=Reported(params=60_522_184, gmacs=12.081, resolution=224, params_exact=True, source=_SRC_ABL),
+                tags=("ablation",), **_ENTRY)
+def raftmlp_12_r2_cross_emb(**kw: Any) -> RaftMLP:
+    """Ablation: one level, 12 x 768, raft r = 2, cross-scale embedding with kernels (16, 32)."""
+    return RaftMLP(**{"levels": [(12, 768, 16, 2, (16, 32))], **kw})
 
 
 @register_model(paper="raftmlp", test_only=True, input_size=(3, 32, 32), test_input_size=(3, 32, 32), num_classes=10)

@@ -37,3 +37,17 @@ def test_multilevel_shapes_and_odd_error() -> None:
 def test_identities() -> None:
     for c in identities_for("wavemix"):
         c.fn()
+
+
+def test_matches_pywavelets_dwt2() -> None:
+    """(LL, (LH, HL, HH)) == pywt.dwt2(x, "db1") = (cA, (cH, cV, cD)), the pytorch_wavelets convention the official
+    WaveMix uses (run with the reference environment, where PyWavelets is installed)."""
+    pywt = pytest.importorskip("pywt", reason="PyWavelets not installed (reference oracle only)")
+    import numpy as np
+
+    x = np.random.default_rng(0).standard_normal((2, 3, 6, 8))
+    ca, details = pywt.dwt2(x, "db1", mode="zero")
+    ll, det = haar_dwt2d(torch.from_numpy(x))
+    assert np.allclose(ll.numpy(), ca, atol=1e-12)
+    for i, ref in enumerate(details):
+        assert np.allclose(det[:, :, i].numpy(), ref, atol=1e-12)

@@ -492,12 +492,14 @@ class UniRepLKNetTimeSeries(nn.Module):
             ``x_mark`` (B, L, 4|5) integer calendar fields; ``forward`` then requires ``x_mark``.
         node_positions: (N, P) node coordinates (official: station lat/lon/elevation, P = 3c); standardised per
             column and embedded by a Linear P -> D'. Fixes N.
+        embed_dropout: dropout after the embedding (official ``DataEmbedding`` dropout; 0 here by default).
         variant_kwargs: UniRepLKNet arguments; ``in_chans=1``, ``num_classes=horizon*c`` are set here.
     """
 
     def __init__(self, seq_len: int, horizon: int, embed_dim: int = 32, node_channels: int = 1,
                  map_size: tuple[int, int] | None = None, revin: bool = True, pos_embed: bool = False,
-                 calendar: str | None = None, node_positions: Tensor | None = None, **variant_kwargs: Any) -> None:
+                 calendar: str | None = None, node_positions: Tensor | None = None, embed_dropout: float = 0.0,
+                 **variant_kwargs: Any) -> None:
         super().__init__()
         name = "UniRepLKNetTimeSeries"
         if seq_len < 1 or horizon < 1 or embed_dim < 2 or node_channels < 1:
@@ -529,6 +531,7 @@ class UniRepLKNetTimeSeries(nn.Module):
         else:
             self.node_positions = None
             self.geo_embedding = None
+        self.embed_drop = nn.Dropout(embed_dropout)
         self.revin = revin
         if revin:
             self.affine_weight = nn.Parameter(torch.ones(node_channels))
@@ -550,7 +553,7 @@ class UniRepLKNetTimeSeries(nn.Module):
         if self.geo_embedding is not None:
             geo = self.geo_embedding(self.node_positions.to(emb.dtype))                   # (N, D')
             emb = emb + geo.repeat(bn // geo.shape[0], 1).unsqueeze(1)
-        return emb.reshape(bn, 1, *self.map_size)
+        return self.embed_drop(emb).reshape(bn, 1, *self.map_size)
 
     def forward(self, x: Tensor, x_mark: Tensor | None = None) -> Tensor:
         name = "UniRepLKNetTimeSeries"

@@ -128,3 +128,38 @@ def _train_tiny_sed() -> dict[str, float]:
     with torch.no_grad():
         acc.update(model(xte), yte)
     return acc.compute()
+
+
+@pytest.mark.parametrize("kind", ["phc", "quat", "full"])
+def test_official_state_dict_layout_loads(kind: str) -> None:
+    """Synthetic official state dicts (unused PHC biases, quaternion r/i/j/k components, SED-folder PHM ``A``/``S``,
+    official ``F`` shape) load strictly through ``checkpoint_filter_fn`` and give the same outputs."""
+    from convatlas.models.audio.phnn_sednet import checkpoint_filter_fn
+
+    kw = dict(in_chans=4, num_classes=3, freq_dim=16, pool_size=((2, 2), (2, 2), (2, 2), (2, 1)),
+              cnn_filters=(8, 8, 16, 16), rnn_size=8, n_rnn=1, fc_size=8, dropout=0.0)
+    kw.update({"phc": dict(n=4), "quat": dict(algebra="quaternion"), "full": dict(n=4, phm_head=True)}[kind])
+    torch.manual_seed(0)
+    src = PHCSEDnet(**kw).eval()
+    sd = {}
+    for k, v in src.state_dict().items():
+        mod, _, leaf = k.rpartition(".")
+        m = src.get_submodule(mod)
+        if type(m).__name__ == "PHConv" and leaf == "F":
+            if m.algebra == "quaternion":
+                for c, comp in zip("rijk", v.reshape(m.filter_shape).unbind(0)):
+                    sd[f"{mod}.{c}_weight"] = comp
+                continue
+            sd[k] = v.reshape(m.filter_shape)  # official (n, C_out/n, C_in/n, k, k)
+            sd[f"{mod}.bias"] = torch.zeros(m.out_channels)  # created, never added
+            continue
+        if type(m).__name__ == "PHMLinear" and leaf in ("a", "s"):
+            sd[f"{mod}.{leaf.upper()}"] = v
+            continue
+        sd[k] = v
+    torch.manual_seed(1)
+    dst = PHCSEDnet(**kw).eval()
+    dst.load_state_dict(checkpoint_filter_fn(sd, dst), strict=True)
+    x = torch.randn(2, 4, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(dst(x), src(x))

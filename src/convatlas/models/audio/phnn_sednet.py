@@ -26,6 +26,8 @@ counts are measured from the official layer shapes, as for the PHC image network
 - The official model ends with ``nn.Sigmoid`` and trains with ``BCELoss``; here the model returns logits and the
   ``sound_event_detection`` task applies ``BCEWithLogits`` (numerically stable; same optimum). Use
   ``model.predict_proba(x)`` for probabilities.
+- Module indices follow the official classes (``cnn.i.{0,1}``, ``rnn``, ``sed.{0,2,4,7}``);
+  :func:`checkpoint_filter_fn` loads official state dicts (unused biases, quaternion components, PHM ``A``/``S``).
 - The official reshape after the CNN needs ``time_dim`` at construction; here the label-frame count is read from
   the input, so any T divisible by the total time pooling works.
 """
@@ -42,7 +44,7 @@ from convatlas.layers.phc_conv import PHConv, PHMLinear
 from convatlas.layers.validation import check_input
 from convatlas.registry import Reported, register_model
 
-__all__ = ["PHCSEDnet", "sednet_param_count"]
+__all__ = ["PHCSEDnet", "checkpoint_filter_fn", "sednet_param_count"]
 
 _POOL = ((8, 2), (8, 2), (2, 2), (1, 1))
 _FILTERS = (64, 128, 256, 512)
@@ -135,6 +137,31 @@ class PHCSEDnet(nn.Module):
     def predict_proba(self, x: Tensor) -> Tensor:
         """Per-frame event probabilities (the official model's sigmoid output), (B, T', num_classes)."""
         return torch.sigmoid(self.forward(x).float())
+
+
+def checkpoint_filter_fn(state_dict: dict[str, Tensor], model: PHCSEDnet) -> dict[str, Tensor]:
+    """Official ``SEDNet.py`` state dict -> ``model``'s layout (module indices already agree: ``cnn.i.{0,1}``,
+    ``rnn.*``, ``sed.{0,2,4,7}``): the PHC convs' never-added ``bias`` is dropped, quaternion convs'
+    ``r/i/j/k_weight`` (each (C_out/4, C_in/4, 3, 3)) become ``F`` (official ``F`` (n, C_out/n, C_in/n, 3, 3) is
+    reshaped by ``PHConv`` on load), and the SED-folder ``PHMLinear``'s ``A``/``S`` become ``a``/``s``."""
+    convs = {n: m for n, m in model.named_modules() if isinstance(m, PHConv)}
+    phm = {n for n, m in model.named_modules() if isinstance(m, PHMLinear)}
+    out: dict[str, Tensor] = {}
+    quat: dict[str, dict[str, Tensor]] = {}
+    for k, v in state_dict.items():
+        mod, _, leaf = k.rpartition(".")
+        if mod in convs:
+            if leaf == "bias" and convs[mod].bias is None:
+                continue
+            if leaf in ("r_weight", "i_weight", "j_weight", "k_weight"):
+                quat.setdefault(mod, {})[leaf[0]] = v
+                continue
+        if mod in phm:
+            leaf = {"A": "a", "S": "s"}.get(leaf, leaf)
+        out[f"{mod}.{leaf}"] = v
+    for mod, parts in quat.items():
+        out[f"{mod}.F"] = torch.stack([parts[c] for c in "rijk"]).reshape(convs[mod].F.shape)
+    return out
 
 
 def sednet_param_count(in_chans: int, n: int, algebra: str = "learned", phm_head: bool = False,

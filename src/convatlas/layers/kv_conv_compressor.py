@@ -65,11 +65,18 @@ def _topk_sorted(scores: Tensor, n: int) -> Tensor:
     return torch.sort(torch.topk(scores, n, dim=-1).indices, dim=-1).values
 
 
-def drop_tokens(cache: KVCache, mem_size: int) -> KVCache:
-    """H2O-style eviction (official method ``hh``): keep the ``mem_size`` tokens with the largest scores."""
+def drop_tokens(cache: KVCache, mem_size: int, local_len: int = 0) -> KVCache:
+    """H2O-style eviction (official method ``hh``): keep the ``mem_size`` tokens with the largest scores (the last
+    ``local_len`` tokens always, plus the ``mem_size − local_len`` top-score earlier ones, as official)."""
     if cache.length <= mem_size:
         return cache
-    idx = _topk_sorted(cache.scores, mem_size)
+    if not 0 <= local_len <= mem_size:
+        raise ValueError(f"drop_tokens: local_len must be in [0, mem_size={mem_size}], got {local_len}")
+    sel = cache.scores
+    if local_len > 0:
+        pos = torch.arange(cache.length, device=sel.device)
+        sel = torch.where(pos >= cache.length - local_len, torch.full_like(sel, float("inf")), sel)
+    idx = _topk_sorted(sel, mem_size)
     return KVCache(_gather_tokens(cache.k, idx), _gather_tokens(cache.v, idx), _gather_tokens(cache.scores, idx),
                    cache.past_len)
 

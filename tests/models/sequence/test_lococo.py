@@ -37,6 +37,9 @@ def test_lococo_compressor_shapes_and_policies():
     for policy in (drop_tokens, keep_recent):
         assert policy(cache, 100).k.shape == (1, 2, 100, 128)
     torch.testing.assert_close(keep_recent(cache, 100).k, k[:, :, -100:])
+    # official drop_tokens(local_len): the last local_len tokens + the top-score earlier ones
+    kept = drop_tokens(KVCache(k, v, torch.zeros_like(s), 512), 100, local_len=5).k
+    torch.testing.assert_close(kept[:, :, -5:], k[:, :, -5:])
     # a short cache passes through unchanged
     short = KVCache(k[:, :, :50], v[:, :, :50], s[:, :, :50], 50)
     assert m.memory_saver(short) is short
@@ -52,6 +55,17 @@ def test_lococo_param_groups_and_rope_scale():
     by = {g["name"]: g for g in groups}
     assert by["memory"]["lr"] == 1.0 and by["norm"]["lr"] == 5e-3 and "base" not in by  # base LM frozen (official)
     assert sum(len(g["params"]) for g in groups) == len([p for p in lm.parameters() if p.requires_grad])
+    # official hh_scores: replaced by the last forward's attention mass (not accumulated) unless asked
+    lm.eval()
+    ids = torch.randint(0, 64, (1, 16))
+    _, (c1,) = lm(ids[:, :8], return_caches=True)
+    _, (c2,) = lm(ids[:, 8:], caches=[c1], return_caches=True)
+    acc = create_model("test_lococo", accumulate_scores=True).eval()
+    acc.load_state_dict(lm.state_dict())
+    _, (a1,) = acc(ids[:, :8], return_caches=True)
+    _, (a2,) = acc(ids[:, 8:], caches=[a1], return_caches=True)
+    torch.testing.assert_close(a2.scores[..., :8], c2.scores[..., :8] + c1.scores)
+    torch.testing.assert_close(c2.scores.sum(-1), torch.full_like(c2.scores.sum(-1), 8.0))  # 8 query rows, each sums to 1
     lm.set_rope_scale(2.0)
     assert all(b.attn.rope_scale == 2.0 for b in lm.blocks)
     from convatlas.models.sequence.tiny_lm import apply_rope

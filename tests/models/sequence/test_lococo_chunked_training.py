@@ -160,11 +160,12 @@ def test_lococo_official_procedure_beats_heuristics(one_thread):
     8-slot cache, 8-token chunks (compression rate 33/8 = 4.1x). A 1-layer LM is trained with full attention
     (AdamW 6e-3, 250 steps), then frozen; LoCoCo is trained chunk by chunk with the detached cache
     (``lococo_train``: compressors at lr 3e-5 x 1000, embedding/norms at x 5, one step per chunk, 100 batches of
-    64 sequences). Thresholds on 512 held-out sequences: LoCoCo >= H2O-style eviction + 0.12 and >= keep-recent
-    + 0.25; the same procedure with the compressors frozen (lr scale 0: only embedding/norms adapt) stays below
-    LoCoCo by >= 0.1, so the gain comes from the trained compressors. Measured (contended CPU): recent 0.34,
-    H2O 0.49, untrained compressors 0.54, embedding/norms only 0.54, LoCoCo 0.71; full cache 0.97; chance 0.125.
-    The chunk loss on the answer falls from ~4.1 to ~2.0."""
+    64 sequences). Heavy hitters use the official scores (last forward's attention mass). Thresholds on 512
+    held-out sequences: LoCoCo >= H2O-style eviction + 0.15 and >= keep-recent + 0.3; the same procedure with the
+    compressors frozen (lr scale 0: only embedding/norms adapt) stays below LoCoCo by >= 0.12, so the gain comes
+    from the trained compressors; the answer-chunk loss (mean of the last 20 steps) falls below 0.8x the first 20.
+    Measured (contended CPU): recent 0.34, H2O 0.59, untrained compressors 0.61, embedding/norms only 0.60,
+    LoCoCo 0.82 (chance 0.125); answer-chunk loss 2.13 -> 1.37."""
     kw = dict(n_keys=4, n_values=8, n_filler=32)
     vocab, ctx, mem = retrieval_vocab_size(**kw), 32, 8
     torch.manual_seed(0)
@@ -205,7 +206,7 @@ def test_lococo_official_procedure_beats_heuristics(one_thread):
         acc[name] = accuracy(m)
         if name == "conv":
             assert m.max_cache_len <= mem + 8  # bounded: mem_size + one chunk
-            assert sum(losses[-10:]) / 10 < 0.75 * sum(losses[:10]) / 10, (losses[:10], losses[-10:])
-    assert acc["conv"] >= acc["hh"] + 0.12, acc
-    assert acc["conv"] >= acc["recent"] + 0.25, acc
-    assert acc["conv"] >= acc["norms_only"] + 0.1, acc
+            assert sum(losses[-20:]) / 20 < 0.8 * sum(losses[:20]) / 20, (losses[:20], losses[-20:])
+    assert acc["conv"] >= acc["hh"] + 0.15, acc
+    assert acc["conv"] >= acc["recent"] + 0.3, acc
+    assert acc["conv"] >= acc["norms_only"] + 0.12, acc

@@ -10,9 +10,12 @@ and applies ``cache_method`` whenever the cache exceeds ``mem_size + buffer`` at
 
 The queries of a chunk attend to [compressed cache; the chunk itself (causal)], RoPE positions keep counting, and
 the cache is stored detached (``detach_cache=True``, official): the compressor is trained by the loss of the
-chunk that follows each compression. The official code compresses *after* appending a chunk (buffer 16); here
-compression happens before the next chunk's attention, which bounds the cache at ``mem_size + buffer +
-block_size`` tokens independently of the context length.
+chunk in which it compresses. As in the official ``LlamaAttention.forward`` (VITA-Group/LoCoCo), the *past*
+cache is compressed at the start of a chunk when it holds more than ``mem_size + buffer`` tokens (buffer 16),
+then the chunk's keys are appended; the cache therefore stays below ``mem_size + buffer + block_size`` tokens
+whatever the context length. The scores that pick heavy hitters are the column sums of the attention
+probabilities of the last forward (official ``update_hh_scores`` replaces them; ``accumulate_scores=True`` keeps
+an H2O-style running sum instead).
 """
 
 from __future__ import annotations
@@ -42,8 +45,10 @@ def apply_rope(x: Tensor, pos: Tensor, base: float = 10000.0, scale: float = 1.0
 class CachedSelfAttention(nn.Module):
     """Multi-head causal self-attention over [cache; chunk]: (B, T, D) -> (B, T, D), returns the new cache."""
 
-    def __init__(self, dim: int, heads: int, rope_base: float = 10000.0, rope_scale: float = 1.0) -> None:
+    def __init__(self, dim: int, heads: int, rope_base: float = 10000.0, rope_scale: float = 1.0,
+                 accumulate_scores: bool = False) -> None:
         super().__init__()
+        self.accumulate_scores = accumulate_scores
         if dim % heads:
             raise ValueError(f"CachedSelfAttention: dim {dim} not divisible by heads {heads}")
         self.heads, self.head_dim, self.rope_base, self.rope_scale = heads, dim // heads, rope_base, rope_scale
@@ -67,15 +72,19 @@ class CachedSelfAttention(nn.Module):
         probs = att.softmax(-1)
         y = (probs.to(v_all.dtype) @ v_all).transpose(1, 2).reshape(b, t, -1)
         col = probs.sum(2)  # (B, h, n_c + t): attention mass received by every key in this chunk
-        scores = col if cache is None else torch.cat([cache.scores.to(col.dtype) + col[..., :n_c], col[..., n_c:]], -1)
+        if cache is None or not self.accumulate_scores:  # official: scores of this forward only (replaced)
+            scores = col
+        else:  # H2O-style running sum over all forwards
+            scores = torch.cat([cache.scores.to(col.dtype) + col[..., :n_c], col[..., n_c:]], -1)
         return self.proj(y), KVCache(k_all, v_all, scores, past_len + t)
 
 
 class Block(nn.Module):
-    def __init__(self, dim: int, heads: int, mlp_ratio: float, rope_base: float, rope_scale: float = 1.0) -> None:
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, rope_base: float, rope_scale: float = 1.0,
+                 accumulate_scores: bool = False) -> None:
         super().__init__()
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.attn = CachedSelfAttention(dim, heads, rope_base, rope_scale)
+        self.attn = CachedSelfAttention(dim, heads, rope_base, rope_scale, accumulate_scores)
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
@@ -100,6 +109,9 @@ class TinyLM(nn.Module):
         rope_base: RoPE base.
         rope_scale: linear RoPE position interpolation factor (official ``--rope_change``: block_size ·
             clean_period / max_position_embeddings).
+        accumulate_scores: ``hh_scores`` as a running sum over all chunks (H2O) instead of the official
+            ``update_hh_scores``, which *replaces* them with the column sums of the last forward's attention
+            probabilities (default False = official).
     """
 
     def __init__(
@@ -123,15 +135,16 @@ class TinyLM(nn.Module):
         detach_cache: bool = True,
         rope_base: float = 10000.0,
         rope_scale: float = 1.0,
+        accumulate_scores: bool = False,
     ) -> None:
         super().__init__()
         if cache_method not in CACHE_METHODS:
             raise ValueError(f"TinyLM: cache_method must be one of {CACHE_METHODS}, got {cache_method!r}")
         self.vocab_size, self.dim = vocab_size, dim
         self.cache_method, self.mem_size, self.block_size, self.buffer = cache_method, mem_size, block_size, buffer
-        self.detach_cache = detach_cache
+        self.detach_cache, self.local_len = detach_cache, local_len
         self.embed = nn.Embedding(vocab_size, dim)
-        self.blocks = nn.ModuleList([Block(dim, heads, mlp_ratio, rope_base, rope_scale) for _ in range(depth)])
+        self.blocks = nn.ModuleList([Block(dim, heads, mlp_ratio, rope_base, rope_scale, accumulate_scores) for _ in range(depth)])
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, vocab_size, bias=False)
         self.compressors = None
@@ -153,7 +166,7 @@ class TinyLM(nn.Module):
         if self.cache_method == "conv":
             return self.compressors[i](cache)
         if self.cache_method == "hh":
-            return drop_tokens(cache, self.mem_size)
+            return drop_tokens(cache, self.mem_size, self.local_len)
         return keep_recent(cache, self.mem_size)
 
     def forward_chunk(self, ids: Tensor, caches: list[KVCache | None]) -> tuple[Tensor, list[KVCache]]:

@@ -11,13 +11,21 @@ Internally everything is computed in float32 (float64 if an input is float64) an
 bf16/fp16 activations with fp32 kernels are handled as in FlashFFTConv. Backends (``backend=``):
 
 - ``"torch"``: real FFTs (``torch.fft.rfft``/``irfft``, MKL/pocketfft on CPU, cuFFT on GPU) of size ``n``,
-  cache-blocked: blocks of ~2^19 samples run cast -> pre-gate -> rfft -> product -> irfft -> skip -> post-gate ->
-  cast back while they are in cache (inference: no full-size intermediate but the output; training: a custom
-  autograd function with an equally blocked backward). Measured 1.2-1.9x faster and 2.5-3.8x less peak memory than
-  the naive PyTorch version on the 2-core development CPU (``benchmarks/results/long_conv.md``).
+  cache-blocked: blocks of ~2^19 samples run cast -> pre-gate -> rfft -> product (in place) -> irfft -> skip
+  (written into the output) -> post-gate -> cast back while they are in cache (inference: no full-size
+  intermediate but the output; training: a custom autograd function with an equally blocked backward that reuses
+  the forward's input spectrum). Blocks of >= 2^23 samples (L ~ 1M) reuse per-thread workspaces, so the zero
+  padding is written once and the buffers are not page-faulted in afresh per call (:func:`set_workspace_limit`,
+  :func:`clear_workspace`). Speed-ups over the naive PyTorch version and peak memory:
+  ``benchmarks/results/long_conv.md``.
 - ``"monarch"``: the FlashFFTConv algorithm: the FFT as a Monarch decomposition executed as batched matmuls
   (:mod:`convatlas.ops.monarch_fft`), with the kernel spectrum pre-permuted so data is never permuted, implicit
   zero padding (the first/last stage only touch non-zero rows) and two real signals packed into one complex one.
+- ``"gemm"``: the real-GEMM Monarch (:func:`convatlas.ops.monarch_fft.real_monarch_conv`): an order-2 four-step
+  FFT conv written as four real GEMMs (twiddles folded into the DFT matrices, real-input symmetry, implicit zero
+  padding, only the output rows that are kept), the CPU form of the matmul-unit algorithm. On the development CPU
+  it reaches about a third of the matmul peak yet stays 2-7x slower than MKL's FFT (``~8·sqrt(n)`` MACs per
+  sample against ``~2.5·log2(n)`` flops), so ``auto`` does not pick it there; :func:`measure_dispatch` re-measures.
 - ``"direct"``: ``F.conv1d`` with the flipped kernel (fastest for short kernels).
 - ``"blocked"``: overlap-save with a short FFT for kernels much shorter than the sequence (partial convolutions):
   memory and the cached spectrum scale with ``Lk`` instead of ``L``.
@@ -128,7 +136,8 @@ class KernelSpectrum:
 
     Attributes:
         k_f: complex spectrum: ``(H, n//2+1)`` rfft (torch/blocked), truncated to ``freq_keep`` bins when
-            frequency-sparse; ``(H, n')`` digit-permuted full FFT (monarch), ``n'`` reduced by frequency blocks.
+            frequency-sparse; ``(H, n')`` digit-permuted full FFT (monarch), ``n'`` reduced by frequency blocks;
+            ``(H, N2//2+1, N1)`` half spectrum in four-step order (gemm).
             For ``direct`` it is the real flipped kernel ``(H, 1, Lk)``.
         n: FFT size (block FFT size for ``blocked``).
         backend: the backend it is laid out for.
@@ -136,7 +145,7 @@ class KernelSpectrum:
         seq_len: the sequence length it was prepared for (``None``: any, for ``direct``/``blocked``).
         explicit_n: ``n`` was given by the caller (circular semantics).
         freq_keep: number of kept rfft bins (frequency-sparse), or ``None``.
-        factors / freq_blocks: Monarch factorisation and kept innermost rows.
+        factors / freq_blocks: Monarch factorisation (``(N1, N2)`` for gemm) and kept innermost rows.
     """
 
     k_f: Tensor
@@ -198,7 +207,7 @@ def kernel_spectrum(
         seq_len: sequence length ``L`` of the inputs it will be applied to.
         n: FFT size; default: smallest fast size ``>= L + Lk - 1`` (linear convolution). Taps beyond ``L`` cannot
             reach any output and are dropped when ``n`` is not given.
-        backend: ``"auto"``, ``"torch"``, ``"monarch"``, ``"direct"`` or ``"blocked"``.
+        backend: ``"auto"``, ``"torch"``, ``"monarch"``, ``"gemm"``, ``"direct"`` or ``"blocked"``.
         freq_keep: keep only rfft bins ``< freq_keep`` (frequency-sparse convolution; the rest are zero).
     """
     _check_kernel("kernel_spectrum", k)
@@ -281,7 +290,7 @@ def fft_conv(
         pregate / postgate: optional gates broadcastable to ``(B, H, L)``.
         spectrum: cached :func:`kernel_spectrum` of the kernel (then ``k``, ``n``, ``backend``, ``freq_keep`` are
             taken from it).
-        backend: ``"auto"`` | ``"torch"`` | ``"monarch"`` | ``"direct"`` | ``"blocked"``.
+        backend: ``"auto"`` | ``"torch"`` | ``"monarch"`` | ``"gemm"`` | ``"direct"`` | ``"blocked"``.
         freq_keep: frequency-sparse: keep rfft bins ``< freq_keep`` of the kernel.
 
     Returns:
@@ -546,14 +555,25 @@ class _BlockedRfftConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, v: Tensor, k_f: Tensor, k: Tensor | None, d: Tensor | None, n: int, keep: int | None):
         out = torch.empty_like(v)
-        _block_conv(v, k_f, n, keep, out, d[:, None] if d is not None else None, cdt=v.dtype)
-        ctx.save_for_backward(v, k_f, d)
+        xf_all = None
+        hook = None
+        if ctx.needs_input_grad[2]:
+            # keep the input spectrum for the kernel gradient (saves one FFT per row in backward; naive autograd
+            # keeps it too)
+            bins = keep if keep is not None else n // 2 + 1
+            xf_all = torch.empty(*v.shape[:2], bins, dtype=k_f.dtype, device=v.device)
+
+            def hook(b0: int, b1: int, h0: int, h1: int, xf: Tensor, x: Tensor) -> None:
+                xf_all[b0:b1, h0:h1] = xf[..., :bins]
+
+        _block_conv(v, k_f, n, keep, out, d[:, None] if d is not None else None, cdt=v.dtype, hook=hook)
+        ctx.save_for_backward(v, k_f, d, xf_all)
         ctx.n, ctx.keep, ctx.taps = n, keep, (k.shape[-1] if k is not None else 0)
         return out
 
     @staticmethod
     def backward(ctx, gy: Tensor):
-        v, k_f, d = ctx.saved_tensors
+        v, k_f, d, xf_all = ctx.saved_tensors
         n, keep, taps = ctx.n, ctx.keep, ctx.taps
         bsz, h, seq_len = v.shape
         need_v, need_k, need_d = ctx.needs_input_grad[0], ctx.needs_input_grad[2], ctx.needs_input_grad[3]
@@ -564,11 +584,8 @@ class _BlockedRfftConv(torch.autograd.Function):
         def grads_of_kernel_and_skip(b0: int, b1: int, h0: int, h1: int, gf: Tensor, g: Tensor) -> None:
             x = v[b0:b1, h0:h1]
             if need_k:  # correlation of the gradient with the input, in frequency: sum_b G · conj(V)
-                xf = torch.fft.rfft(x, n)
-                if keep is not None:
-                    gkf[h0:h1] += (gf[..., :keep] * xf[..., :keep].conj()).sum(0).to(k_f.dtype)
-                else:
-                    gkf[h0:h1] += (gf * xf.conj()).sum(0).to(k_f.dtype)
+                xf = xf_all[b0:b1, h0:h1]
+                gkf[h0:h1] += (gf[..., : xf.shape[-1]] * xf.conj()).sum(0).to(k_f.dtype)
             if gd is not None:
                 gd[h0:h1] += (g * x).sum((0, 2))
 

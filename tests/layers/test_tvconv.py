@@ -67,7 +67,8 @@ def test_custom_op_gradcheck_and_mac_count() -> None:
     for s in (1, 2):
         x = torch.randn(2, 3, 6, 6, dtype=torch.float64, requires_grad=True)
         w = torch.randn(1, 3, 9, 6 // s, 6 // s, dtype=torch.float64, requires_grad=True)
-        assert torch.autograd.gradcheck(lambda a, b: tvconv_dw(a, b, s), (x, w))
+        assert torch.autograd.gradcheck(lambda a, b: torch.ops.convatlas.tvconv_dw(a, b, s), (x, w))
+        assert torch.equal(torch.ops.convatlas.tvconv_dw(x, w, s), tvconv_apply(x, w, 3, s))
         assert torch.equal(tvconv_dw(x, w, s), tvconv_apply(x, w, 3, s))
     with torch.device("meta"):
         layer = TVConv(16, 8, 8)

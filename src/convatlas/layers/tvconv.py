@@ -103,14 +103,24 @@ def _tvconv_flops(x_shape, w_shape, stride, *args, out_shape=None, **kwargs) -> 
     return 2 * b * c * h * w * w_shape[2]
 
 
-def tvconv_dw(x: Tensor, weight: Tensor, stride: int = 1) -> Tensor:
-    """Per-pixel depthwise conv as one operator: x (B, C, H, W), weight (1, C, k*k, h, w) -> (B, C, h, w).
+def _flop_counting() -> bool:
+    from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
 
-    Same numbers as :func:`tvconv_apply` (shifted strided views, 'same' zero padding), wrapped as the custom op
-    ``convatlas::tvconv_dw`` so that MAC counters (``FlopCounterMode``) see its C*k*k*h*w multiply-adds per
-    image, exactly what a depthwise conv of the same shape costs, and ``torch.compile`` keeps it as one node.
+    return any(type(m).__name__ == "_FlopCounterMode" for m in _get_current_dispatch_mode_stack())
+
+
+def tvconv_dw(x: Tensor, weight: Tensor, stride: int = 1) -> Tensor:
+    """Per-pixel depthwise conv: x (B, C, H, W), weight (1, C, k*k, h, w) -> (B, C, h, w).
+
+    Computed by :func:`tvconv_apply` (shifted strided views, 'same' zero padding). While a ``FlopCounterMode`` is
+    active (MAC counting, :mod:`convatlas.analysis.complexity`) the same function runs wrapped as the custom op
+    ``convatlas::tvconv_dw``, whose registered formula counts C*k*k*h*w multiply-adds per image (what a depthwise
+    conv of the same shape costs); elementwise products are otherwise invisible to the counter. Outside counting
+    the plain aten ops run, so ``torch.export`` / ONNX / ``torch.compile`` see ordinary ops.
     """
-    return _tvconv_dw_op(x, weight, stride)
+    if _flop_counting():
+        return _tvconv_dw_op(x, weight, stride)
+    return tvconv_apply(x, weight, int(round(weight.shape[2] ** 0.5)), stride)
 
 
 def _gen_block(cin: int, cout: int, h: int, w: int) -> nn.Sequential:

@@ -14,7 +14,9 @@ optional LayerNorm, position-wise linear ``H -> 2H`` and GLU.
 
 State-dict keys follow the official module (``D``, ``kernel_list.i``, ``decay``, ``multiplier``, ``kernel_norm``,
 ``kernel_norm_initialized``, ``output_linear.0.weight`` (2H, H), ``output_linear.0.bias``) so official checkpoints
-load strictly. Kernel parameters carry ``_optim = {"lr": kernel_lr, "weight_decay": 0.0}`` (see
+load strictly. Kernel parameters carry ``_optim = {"lr": kernel_lr}`` as official (the S4 framework adds such
+groups with the optimizer's defaults, so kernels *are* weight-decayed; only biases and TransposedLN scalars carry
+``weight_decay: 0``) (see
 :func:`convatlas.models.sequence.sgconv.sgconv_param_groups`).
 """
 
@@ -167,14 +169,14 @@ class GConv(nn.Module):
             if "decay" in mode:
                 k = k * torch.linspace(1, 2 / (decay_max + decay_min), kernel_dim)
             p = nn.Parameter(k)
-            p._optim = {"lr": kernel_lr, "weight_decay": 0.0}  # type: ignore[attr-defined]
+            p._optim = {"lr": kernel_lr}  # type: ignore[attr-defined]
             self.kernel_list.append(p)
         if "learnable" in mode:
             self.decay = nn.Parameter(torch.rand(d_model) * (decay_max - decay_min) + decay_min)
             if "fixed" in mode:
                 self.decay.requires_grad_(False)
             else:
-                self.decay._optim = {"lr": kernel_lr, "weight_decay": 0.0}  # type: ignore[attr-defined]
+                self.decay._optim = {"lr": kernel_lr}  # type: ignore[attr-defined]
             self.register_buffer("multiplier", torch.tensor(1.0))
         else:
             self.decay = None

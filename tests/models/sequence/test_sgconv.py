@@ -106,7 +106,7 @@ def test_param_groups_kernel_lr() -> None:
     kernel_ids = {id(p) for b in model.blocks for p in b.conv.kernel_list}
     for g in groups:
         if any(id(p) in kernel_ids for p in g["params"]):
-            assert g["lr"] == 0.001 and g["weight_decay"] == 0.0
+            assert g["lr"] == 0.001 and g["weight_decay"] == 0.05  # official: kernels only override lr
             assert all(id(p) in kernel_ids for p in g["params"])
     assert any(g["lr"] == 0.01 and g["weight_decay"] == 0.05 for g in groups)
     assert sum(len(g["params"]) for g in groups) == len([p for p in model.parameters() if p.requires_grad])
@@ -204,3 +204,22 @@ def test_learns_sequential_digits(one_thread) -> None:
     with torch.no_grad():
         acc = (model(x[va]).argmax(-1) == y[va]).float().mean().item()
     assert acc > 0.9, acc
+
+
+def test_use_lengths_pooling_ignores_padding() -> None:
+    """S4 SequenceDecoder(use_lengths=True): pooling over the true length only. Bidirectional kernels see the
+    padding, so compare against the same model on the right-padded input's features, pooled by hand."""
+    torch.manual_seed(0)
+    for pool in ("mean", "last"):
+        model = create_model("test_sgconv", pool=pool).eval()
+        x = torch.randint(0, 8, (2, 64))
+        lengths = torch.tensor([40, 64])
+        with torch.no_grad():
+            feats = model.forward_features(x)
+            out = model(x, lengths=lengths)
+            for b, n in enumerate(lengths.tolist()):
+                f = feats[b, :, :n].mean(-1) if pool == "mean" else feats[b, :, n - 1]
+                torch.testing.assert_close(out[b], model.head(f))
+        torch.testing.assert_close(out[1], model(x)[1])
+    with pytest.raises(ValueError, match="lengths"):
+        model(x, lengths=torch.tensor([3]))

@@ -202,21 +202,42 @@ class SGConvClassifier(nn.Module):
             x = blk(x)
         return _apply_norm(self.norm, x)
 
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = x.mean(-1) if self.pool == "mean" else x[..., -1]
+    def forward_head(self, x: Tensor, pre_logits: bool = False, lengths: Tensor | None = None) -> Tensor:
+        """Pool ``(B', H, L)`` -> logits. ``lengths`` (B,) (or (B, 2) for retrieval): true lengths of padded
+        sequences; pooling then covers only the first ``lengths`` positions ('last': position ``lengths − 1``),
+        the S4 SequenceDecoder's ``use_lengths: true`` of the LRA text/ListOps/retrieval pipelines."""
+        if lengths is None:
+            x = x.mean(-1) if self.pool == "mean" else x[..., -1]
+        else:
+            n = lengths.reshape(-1) if not self.retrieval else torch.cat([lengths[:, 0], lengths[:, 1]])
+            n = n.to(device=x.device, dtype=torch.long).clamp(1, x.shape[-1])
+            if self.pool == "mean":
+                keep = torch.arange(x.shape[-1], device=x.device)[None] < n[:, None]
+                x = (x * keep[:, None].to(x.dtype)).sum(-1) / n[:, None].to(x.dtype)
+            else:
+                x = x.gather(-1, (n - 1).view(-1, 1, 1).expand(x.shape[0], x.shape[1], 1))[..., 0]
         if self.retrieval:
             a, b = x.chunk(2, 0)
             x = torch.cat([a, b, a - b, a * b], -1)
         return x if pre_logits else self.head(x)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """``x``: ``(B, L)`` / ``(B, 2, L)`` token ids or ``(B, C, L)`` signals; optional ``lengths`` of padded
+        sequences (see :meth:`forward_head`). Returns logits ``(B, num_classes)``."""
         self._check(x)
-        return self.forward_head(self.forward_features(x))
+        if lengths is not None:
+            want = (x.shape[0], 2) if self.retrieval else (x.shape[0],)
+            if not isinstance(lengths, Tensor) or tuple(lengths.shape) != want:
+                got = tuple(lengths.shape) if isinstance(lengths, Tensor) else type(lengths).__name__
+                raise ValueError(f"SGConvClassifier: expected lengths of shape {want}, got {got}")
+        return self.forward_head(self.forward_features(x), lengths=lengths)
 
 
 def sgconv_param_groups(model: nn.Module, lr: float, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW parameter groups honouring each parameter's ``_optim`` dict (kernel lr 0.001, no weight decay),
-    as the official S4 framework does; everything else gets ``lr`` / ``weight_decay``."""
+    """AdamW parameter groups honouring each parameter's ``_optim`` dict as the official S4 framework's
+    ``configure_optimizers`` does (``{"params": ..., **optimizer_defaults, **_optim}``): kernels lr 0.001 with the
+    default weight decay (GConv sets only ``lr``), output-linear biases and TransposedLN scalars without weight
+    decay; everything else (BatchNorm/embedding weights included) gets ``lr`` / ``weight_decay``."""
     groups: dict[tuple, dict[str, Any]] = {}
     for p in model.parameters():
         if not p.requires_grad:

@@ -19,6 +19,25 @@ test accuracies (paper Table 1). Vocabulary sizes of the LRA token tasks (ListOp
 l_max of ListOps (2048) / Retrieval (4000) are dataset-dependent and unconfirmed (the configs read them from the
 dataset); they only change the embedding size. FFT work (the convolution itself) is not counted in MACs by the
 FLOP counter (only the linear layers are).
+
+Card audit against the official code (ctlllll/SGConv ``preview`` configs + the S4 framework it runs in):
+- ``norm: layer`` in a transposed S4 model is the scalar ``TransposedLN`` (2 parameters, no epsilon), not a
+  per-channel LayerNorm: used by the Image config (``norm="layer"``; ``"layernorm"`` keeps the per-channel form).
+- Decoders: ``pool`` (mean) for ListOps/Text/Image/Path-X and the retrieval features, ``last`` for Pathfinder
+  (``gconv-lra-pathfinder.yaml``); the text/ListOps pipelines pool over true lengths (``lengths=``). Retrieval
+  uses S4's ``RetrievalHead(nli=True)`` (Linear 4H -> H, act, Linear H -> K); its activation in the ``aan``
+  pipeline config is unconfirmed (relu, the code default).
+- Optimiser: GConv kernels carry ``_optim={"lr": 0.001}`` only, and the framework builds those groups with the
+  optimizer defaults, so kernels are weight-decayed (the card's "no weight decay" holds only for biases and
+  TransposedLN scalars); see :func:`sgconv_param_groups`.
+- All options of the framework ``gconv.py`` exist on :class:`~convatlas.layers.sgconv.GConv` (cat/sum,
+  randn/cos, nearest, learnable(+fixed), decay init, expand, trunc, hankel, channels, linear); ``hyper_act`` is
+  not: the official forward never applies it and its doubled channels break the output linear.
+- The paper's Speech Commands, language-model and SGConv-ConvNeXt (ImageNet) variants have no code or config in
+  the official repository and no recorded figures (card: unconfirmed); they are not built.
+- Checkpoints: :func:`convert_official_sgconv` (Lightning keys) and
+  :func:`~convatlas.layers.sgconv.convert_official_gconv` (standalone layer) load strictly; no official
+  checkpoint is published.
 """
 
 from __future__ import annotations

@@ -293,6 +293,11 @@ def test_audio_orientation_is_official() -> None:
     torch.testing.assert_close(img[:, 0, 5, 7], spec[:, 7, 5])
     with pytest.raises(ValueError, match="in_chans is fixed"):
         UniRepLKNetAudio(**TINY, in_chans=3)
+    audio = UniRepLKNetAudio(**TINY, num_classes=3)
+    for bad, msg in [(torch.full((1, 16, 16), float("nan")), "UniRepLKNetAudio"),
+                     (torch.ones(1, 16, 16, dtype=torch.long), "floating"), (torch.randn(16, 16), "3-D")]:
+        with pytest.raises(ValueError, match=msg):
+            audio(bad)
 
 
 def test_modality_models_measured_figures() -> None:

@@ -102,3 +102,17 @@ def test_am_softmax_head() -> None:
         head(torch.randn(4, 7))
     with pytest.raises(ValueError, match="labels"):
         head(e, y[:2])
+
+
+def test_deployed_tap_cache_follows_the_weights() -> None:
+    torch.manual_seed(0)
+    layer = TVConv(4, 6, 6, inter_chans=4)
+    x = torch.randn(2, 4, 6, 6)
+    layer.reparameterize()
+    a = layer(x)
+    sd = {k: v * 2 for k, v in layer.state_dict().items()}
+    layer.load_state_dict(sd)  # in-place copy into weight_maps: the cached per-tap layout must refresh
+    torch.testing.assert_close(layer(x), 2 * a)
+    with torch.no_grad():
+        layer.weight_maps.zero_()
+    assert layer(x).abs().max() == 0

@@ -33,20 +33,30 @@ def tvconv_unfold_reference(x: Tensor, weight: Tensor, k: int, stride: int) -> T
     return (weight * patches).sum(2)
 
 
-def tvconv_apply(x: Tensor, weight: Tensor, k: int, stride: int) -> Tensor:
+def tvconv_taps(weight: Tensor) -> Tensor:
+    """(1, C, k*k, h, w) kernels -> (k*k, C, h, w) contiguous per-tap maps (the layout :func:`tvconv_apply` reads)."""
+    return weight[0].transpose(0, 1).contiguous()
+
+
+def tvconv_apply(x: Tensor, weight: Tensor, k: int, stride: int, taps: Tensor | None = None) -> Tensor:
     """Per-pixel depthwise conv as a sum of k*k shifted strided views (no unfold buffer of size k*k*|x|).
 
     x: (B, C, H, W); weight: (1, C, k*k, h, w) -> (B, C, h, w). Same result as :func:`tvconv_unfold_reference`.
+    ``taps``: ``tvconv_taps(weight)`` if already computed. The first tap allocates the output, the others
+    accumulate into it in place (``addcmul_``): one pass per tap, no temporaries (2-7x faster than mul + add).
     """
     p = (k - 1) // 2
     h, w = weight.shape[-2:]
+    taps = tvconv_taps(weight) if taps is None else taps
     xp = F.pad(x, (p, p, p, p))
     out = None
     for i in range(k):
         for j in range(k):
             view = xp[:, :, i : i + stride * (h - 1) + 1 : stride, j : j + stride * (w - 1) + 1 : stride]
-            term = weight[:, :, i * k + j] * view
-            out = term if out is None else out + term
+            if out is None:
+                out = view * taps[i * k + j]
+            else:
+                out.addcmul_(view, taps[i * k + j])
     return out
 
 
@@ -109,7 +119,7 @@ def _flop_counting() -> bool:
     return any(type(m).__name__ == "_FlopCounterMode" for m in _get_current_dispatch_mode_stack())
 
 
-def tvconv_dw(x: Tensor, weight: Tensor, stride: int = 1) -> Tensor:
+def tvconv_dw(x: Tensor, weight: Tensor, stride: int = 1, taps: Tensor | None = None) -> Tensor:
     """Per-pixel depthwise conv: x (B, C, H, W), weight (1, C, k*k, h, w) -> (B, C, h, w).
 
     Computed by :func:`tvconv_apply` (shifted strided views, 'same' zero padding). While a ``FlopCounterMode`` is
@@ -120,7 +130,7 @@ def tvconv_dw(x: Tensor, weight: Tensor, stride: int = 1) -> Tensor:
     """
     if _flop_counting():
         return _tvconv_dw_op(x, weight, stride)
-    return tvconv_apply(x, weight, int(round(weight.shape[2] ** 0.5)), stride)
+    return tvconv_apply(x, weight, int(round(weight.shape[2] ** 0.5)), stride, taps)
 
 
 def _gen_block(cin: int, cout: int, h: int, w: int) -> nn.Sequential:
@@ -207,9 +217,21 @@ class TVConv(nn.Module):
                 f"got {tuple(x.shape)}"
             )
         weight = self.generate_weight().to(x.dtype)
-        out = tvconv_dw(x, weight, self.stride)
+        taps = self._deploy_taps(x.dtype) if self.reparameterized else None
+        out = tvconv_dw(x, weight, self.stride, taps)
         bias = self.generate_bias()
         return out if bias is None else out + bias.to(x.dtype)
+
+    def _deploy_taps(self, dtype: torch.dtype) -> Tensor | None:
+        """Per-tap layout of ``weight_maps``, cached until the buffer changes (load_state_dict, .to, in place)."""
+        if torch.compiler.is_compiling() or self.weight_maps.device.type == "meta":
+            return None
+        w = self.weight_maps
+        key = (w.data_ptr(), w._version, w.device, dtype)
+        if getattr(self, "_taps_key", None) != key:
+            self._taps = tvconv_taps(w).to(dtype)
+            self._taps_key = key
+        return self._taps
 
     @torch.no_grad()
     def reparameterize(self) -> None:

@@ -15,13 +15,17 @@ Card facts / reproduced figures (ResNet-50, kernel_num 64, 1000 classes; measure
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
+import torch
+from torch import Tensor, nn
+
+from convatlas.layers.fdconv import FDConv, fdconv_weight_to_dft
 from convatlas.layers.swap import swap_convs
 from convatlas.models.classification.resnet import ResNet, resnet_kwargs
 from convatlas.registry import Reported, register_model
 
-__all__ = ["fdconv_resnet"]
+__all__ = ["fdconv_resnet", "convert_to_fdconv"]
 
 _PAPER = dict(kernel_num=64, param_ratio=1, reduction=0.0625, att_multi=2.0, kernel_temp=1.0)
 
@@ -34,6 +38,35 @@ def fdconv_resnet(depth: int = 50, rule: str = "fdconv_paper", fdconv_kwargs: di
     model = ResNet(**{**resnet_kwargs(depth), **kw})
     model.swapped = swap_convs(model, "fdconv", rule, **{**_PAPER, **(fdconv_kwargs or {})})
     return model
+
+
+@torch.no_grad()
+def convert_to_fdconv(state_dict: Mapping[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
+    """Standard-conv checkpoint -> state dict for ``model`` with FDConv layers (official ``convert_to_fdconv``).
+
+    For every dynamic :class:`~convatlas.layers.fdconv.FDConv` in ``model``, ``<name>.weight`` (C_out, C_in, k, k)
+    becomes ``<name>.dft_weight`` = rfft2 of the (C_out*k, C_in*k) matrix / (min(C_in, C_out)//2), repeated
+    ``param_ratio`` times, so the layer's static kernel equals the checkpoint's; every other key is kept. Keys the
+    checkpoint cannot provide (KSM/FBM attention parameters) are taken from ``model``'s current (initial) state,
+    as the official tool loads with ``strict=False``. The result loads with ``model.load_state_dict(...)``
+    strictly. Example: ``model.load_state_dict(convert_to_fdconv(torchvision_resnet50_sd, fdconv_resnet50()))``.
+    """
+    fd = {name: m for name, m in model.named_modules() if isinstance(m, FDConv) and m.dynamic}
+    out: dict[str, Tensor] = {}
+    for key, value in state_dict.items():
+        mod, _, leaf = key.rpartition(".")
+        if leaf == "weight" and mod in fd:
+            m = fd[mod]
+            if tuple(value.shape) != (m.out_channels, m.in_channels, *m.kernel_size):
+                raise ValueError(f"convert_to_fdconv: {key} has shape {tuple(value.shape)}, the FDConv expects "
+                                 f"{(m.out_channels, m.in_channels, *m.kernel_size)}")
+            dft = fdconv_weight_to_dft(value.float()) / m.scale
+            out[f"{mod}.dft_weight"] = dft.unsqueeze(0).repeat(m.param_ratio, 1, 1, 1).to(m.dft_weight.dtype)
+        else:
+            out[key] = value
+    for key, value in model.state_dict().items():
+        out.setdefault(key, value.clone())
+    return out
 
 
 @register_model(

@@ -210,3 +210,20 @@ def test_lococo_official_procedure_beats_heuristics(one_thread):
     assert acc["conv"] >= acc["hh"] + 0.15, acc
     assert acc["conv"] >= acc["recent"] + 0.3, acc
     assert acc["conv"] >= acc["norms_only"] + 0.12, acc
+
+
+def test_readme_recipes_map_onto_the_api():
+    """The README settings (card table) are data: model keys build a TinyLM, training keys drive lococo_train."""
+    import inspect
+
+    from convatlas.models.sequence.lococo import LOCOCO_RECIPES
+
+    train_args = set(inspect.signature(lococo_train).parameters)
+    model_args = set(inspect.signature(TinyLM).parameters)
+    for name, r in LOCOCO_RECIPES.items():
+        assert r["sequence_length"] == r["block_size"] * {"inference": 8, "post_training": 16}[name]
+        rest = set(r) - train_args - model_args - {"base_model", "sequence_length", "data"}
+        assert not rest, rest
+    lm = create_model("test_lococo")
+    trainer = lococo_train(lm, torch.randint(0, 64, (4, 32)), batch_size=2, max_steps=3)
+    assert trainer.step == 3

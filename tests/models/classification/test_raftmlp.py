@@ -159,3 +159,10 @@ def test_official_mixer_embedding_keys_load() -> None:
     out = checkpoint_filter_fn(sd)
     assert set(out) == {k for k in m.state_dict() if ".0.fc." in k}
     m.load_state_dict({**rest, **out}, strict=True)
+
+
+def test_imagenet_recipe() -> None:
+    from convatlas.models.classification.raftmlp import imagenet_train_config
+
+    cfg = imagenet_train_config(1024)
+    assert cfg.lr == 1e-3 and cfg.epochs == 305 and cfg.warmup_epochs == 5 and cfg.label_smoothing == 0.1

@@ -33,7 +33,7 @@ from convatlas.layers import DropPath
 from convatlas.models.backbone import LinearHeadBackbone, checkpoint_seq
 from convatlas.registry import Reported, register_model
 
-__all__ = ["checkpoint_filter_fn", "RaftMLP", "RaftTokenMixing", "CrossScaleEmbedding", "ChannelBlock", "OriginalTokenMixing"]
+__all__ = ["checkpoint_filter_fn", "imagenet_train_config", "IMAGENET1K_RECIPE", "RaftMLP", "RaftTokenMixing", "CrossScaleEmbedding", "ChannelBlock", "OriginalTokenMixing"]
 
 
 class CrossScaleEmbedding(nn.Module):
@@ -297,6 +297,31 @@ def checkpoint_filter_fn(state_dict: dict[str, Tensor], model: nn.Module | None 
         else:
             out[k] = v
     return out
+
+
+# ---- training recipe (official configs/settings/imagenet-raft-mlp-cross-mlp-emb-{s,m,l}.yaml) -----------------------
+IMAGENET1K_RECIPE: dict[str, Any] = {
+    "optimizer": "adamw (not named in the YAML; presumed)", "lr": 2e-3, "lr_reference_batch": 2048, "min_lr": 1e-5,
+    "epochs": 305, "warmup_epochs": 5, "weight_decay": 0.05, "label_smoothing": 0.1, "drop_path_rate": 0.1,
+    "dropout": 0.0, "amp": False,
+    "augmentation": {"mixup": 0.8, "cutmix": 1.0, "mixup_cutmix_p": 1.0, "random_erasing": 0.25, "color_jitter": 0.4},
+}  # fmt: skip
+
+
+def imagenet_train_config(total_batch: int = 2048, **overrides: Any) -> Any:
+    """Engine ``TrainConfig`` of the official ImageNet-1k recipe (lr scaled linearly from 2e-3 at batch 2048).
+
+    The augmentations (``IMAGENET1K_RECIPE["augmentation"]``) belong to the data pipeline; pass
+    ``drop_path_rate=0.1`` to ``create_model``.
+    """
+    from convatlas.engine.trainer import TrainConfig
+
+    r = IMAGENET1K_RECIPE
+    cfg = {"epochs": r["epochs"], "batch_size": total_batch, "lr": r["lr"] * total_batch / r["lr_reference_batch"],
+           "warmup_epochs": r["warmup_epochs"], "min_lr": r["min_lr"], "weight_decay": r["weight_decay"],
+           "label_smoothing": r["label_smoothing"]}
+    cfg.update(overrides)
+    return TrainConfig(**cfg)
 
 
 _SRC = "card raftmlp: official RaftMLP class with the ImageNet YAML settings (FlopCounterMode, Linear layers)"

@@ -21,6 +21,7 @@ from backbone_checks import (  # noqa: E402
 )
 
 from convatlas import create_model, list_models  # noqa: E402
+from convatlas.registry import example_inputs  # noqa: E402
 from convatlas.analysis.bench import num_threads  # noqa: E402
 from convatlas.analysis.complexity import count_params, measure_entry  # noqa: E402
 from convatlas.identities import identities_for  # noqa: E402
@@ -54,6 +55,9 @@ MODALITIES = ["s_audio", "s_video", "s_point", "s_global_temp", "s_global_wind"]
 
 def test_registered() -> None:
     assert list_models("unireplknet_*") == sorted(f"unireplknet_{v}" for v in VARIANTS + MODALITIES)
+    assert list_models("test_unireplknet*", include_test=True) == [
+        "test_unireplknet", "test_unireplknet_audio", "test_unireplknet_point", "test_unireplknet_timeseries",
+        "test_unireplknet_video"]
     assert list_models(paper="scaling-up-kernels") == ["unireplknet_h"]
 
 
@@ -366,6 +370,9 @@ def test_time_series_official_features() -> None:
         plain(torch.randn(2, 16, 3), mark)
     with pytest.raises(ValueError, match="num_classes is fixed"):
         UniRepLKNetTimeSeries(seq_len=16, horizon=4, num_classes=10, **TINY)
+    # registry convention: num_classes of a forecasting entry is the horizon
+    m = create_model("test_unireplknet_timeseries", num_classes=5)
+    assert m.horizon == 5 and m(*example_inputs("test_unireplknet_timeseries", 1)).shape == (1, 5, 4)
 
 
 def _fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, lr: float, batch: int = 32) -> None:

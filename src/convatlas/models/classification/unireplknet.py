@@ -842,18 +842,30 @@ def unireplknet_s_point(**kwargs: Any) -> UniRepLKNetPoint:
     return UniRepLKNetPoint(**{**_S, "num_classes": 40, "num_views": 4, "img_size": 224, **kwargs})
 
 
+def _horizon_alias(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``create_model(name, num_classes=h)`` on a forecasting entry means horizon h (the registry's convention)."""
+    kwargs = dict(kwargs)
+    if "num_classes" in kwargs:
+        h = kwargs.pop("num_classes")
+        if "horizon" in kwargs and kwargs["horizon"] != h:
+            raise ValueError(f"UniRepLKNetTimeSeries: num_classes={h} (the horizon) conflicts with "
+                             f"horizon={kwargs['horizon']}")
+        kwargs["horizon"] = h
+    return kwargs
+
+
 @register_model(**_MODAL, task="forecasting", test_only=True, num_classes=3, input_size=(16, 4),
                 example_inputs=_ts_inputs(16, 4, 4))
 def test_unireplknet_timeseries(**kwargs: Any) -> UniRepLKNetTimeSeries:
     """Tiny forecaster: (B, 16, 2 nodes x 2 channels) + hourly calendar marks -> (B, 3, 4)."""
     return UniRepLKNetTimeSeries(**{**_TINY, "seq_len": 16, "horizon": 3, "embed_dim": 16, "node_channels": 2,
-                                    "calendar": "h", "map_size": (8, 32), **kwargs})
+                                    "calendar": "h", "map_size": (8, 32), **_horizon_alias(kwargs)})
 
 
 def _global_weather(kwargs: dict[str, Any]) -> UniRepLKNetTimeSeries:
     return UniRepLKNetTimeSeries(**{**_S, "kernel_sizes": TS_KERNEL_SIZES, "seq_len": 48, "horizon": 24,
                                     "embed_dim": 768, "node_channels": 11, "map_size": (192, 192), "calendar": "h",
-                                    **kwargs})
+                                    **_horizon_alias(kwargs)})
 
 
 _WEATHER = dict(task="forecasting", num_classes=24, input_size=(48, 3850), example_inputs=_ts_inputs(48, 3850, 4))

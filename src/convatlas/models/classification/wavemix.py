@@ -29,7 +29,7 @@ from convatlas.models.backbone import LinearHeadBackbone, checkpoint_seq
 from convatlas.ops.wavelets import haar_dwt2d_multilevel
 from convatlas.registry import Reported, register_model
 
-__all__ = ["WaveMix", "WaveBlock", "checkpoint_filter_fn", "wavemix_stem"]
+__all__ = ["CIFAR10_RECIPE", "WaveMix", "WaveBlock", "checkpoint_filter_fn", "wavemix_stem"]
 
 
 def _ff(cin: int, dim: int, mult: int, ff_channel: int, cout: int, dropout: float,
@@ -179,6 +179,17 @@ def checkpoint_filter_fn(state_dict: dict[str, Tensor], model: nn.Module | None 
         out[k] = v
     return out
 
+
+# Official training procedure (Image_Classification/example_cifar10.py; the ImageNet scripts were not read): Lion
+# (lr 1e-4, weight decay 1e-2) until 20 epochs without test-accuracy improvement, then reload the best weights and
+# continue with SGD (lr 1e-3, momentum 0.9) with the same patience; batch 512, AMP, CIFAR mean/std normalisation
+# only (no augmentation), cross-entropy. (The engine's trainer is AdamW-only, so this is recorded, not wired.)
+CIFAR10_RECIPE: dict[str, Any] = {
+    "stages": [{"optimizer": "lion", "lr": 1e-4, "weight_decay": 1e-2, "patience_epochs": 20},
+               {"optimizer": "sgd", "lr": 1e-3, "momentum": 0.9, "patience_epochs": 20, "init": "best of stage 1"}],
+    "batch_size": 512, "amp": True, "augmentation": None,
+    "mean": (0.4914, 0.4822, 0.4465), "std": (0.2470, 0.2435, 0.2616),
+}  # fmt: skip
 
 _SRC = "card wavemix: official wavemix classes instantiated with the Saved_weights/ImageNet configs"
 _ENTRY = dict(paper="wavemix", input_size=(3, 256, 256), test_input_size=(3, 64, 64))

@@ -207,10 +207,16 @@ class PointProjectionEncoder(nn.Module):
         dense = dense.clamp(0, s - 1).long()
         return dense[..., 0] * s + dense[..., 1]
 
-    def forward(self, points: Tensor) -> Tensor:
+    def forward(self, points: Tensor, feature_points: Tensor | None = None) -> Tensor:
+        """``points`` (B, N, 3) are projected; per-point features come from ``feature_points`` (same shape,
+        default ``points``): the official training loop projects a randomly rotated copy (``pc``) while the
+        features see the original cloud (``original_pc``)."""
         b, n, _ = points.shape
         v, s, size = self.num_views, self.obj_size, self.img_size
-        feat = self.point_features(points)                                            # (B, N, C)
+        if feature_points is not None and feature_points.shape != points.shape:
+            raise ValueError(f"PointProjectionEncoder: feature_points {tuple(feature_points.shape)} must match "
+                             f"points {tuple(points.shape)}")
+        feat = self.point_features(points if feature_points is None else feature_points)  # (B, N, C)
         c = feat.shape[-1]
         feat = feat.repeat_interleave(v, dim=0).unsqueeze(2).expand(b * v, n, 9, c).reshape(b * v, 9 * n, c)
         idx = self.pixel_indices(points)

@@ -340,6 +340,14 @@ def test_point_model_contract_and_projection() -> None:
             model(bad)
     with pytest.raises(ValueError, match="num_views"):
         UniRepLKNetPoint(num_views=11, **TINY)
+    # official training call model(pc, original_pc): features from the original, projection of the rotated copy
+    rot = torch.tensor([[0.0, -1, 0], [1, 0, 0], [0, 0, 1]])
+    with torch.no_grad():
+        y2 = model(pts @ rot.T, original_points=pts)
+        assert y2.shape == (2, 5) and not torch.allclose(y2, y)
+        torch.testing.assert_close(model(pts, original_points=pts), y)
+    with pytest.raises(ValueError, match="must match"):
+        model(pts, original_points=pts[:, :10])
 
 
 def test_time_series_official_features() -> None:

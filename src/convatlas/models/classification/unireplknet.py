@@ -619,11 +619,17 @@ class UniRepLKNetPoint(nn.Module):
             nn.init.trunc_normal_(self.head.weight, std=0.02)
             nn.init.zeros_(self.head.bias)
 
-    def forward(self, points: Tensor) -> Tensor:
-        check_input("UniRepLKNetPoint", points, ndim=3, layout="(B, N, 3) points")
-        if points.shape[-1] != 3 or points.shape[1] < 2:
-            raise ValueError(f"UniRepLKNetPoint: expected (B, N >= 2, 3) points, got shape {tuple(points.shape)}")
-        f = self.backbone.forward_features(self.encoder(points))                    # (B*V, C, h, w)
+    def forward(self, points: Tensor, original_points: Tensor | None = None) -> Tensor:
+        """(B, N, 3) -> (B, num_classes). ``original_points`` (official ``original_pc``): the un-augmented cloud the
+        point features are computed from while ``points`` (e.g. randomly rotated) are projected; default ``points``."""
+        for t in (points,) if original_points is None else (points, original_points):
+            check_input("UniRepLKNetPoint", t, ndim=3, layout="(B, N, 3) points")
+            if t.shape[-1] != 3 or t.shape[1] < 2:
+                raise ValueError(f"UniRepLKNetPoint: expected (B, N >= 2, 3) points, got shape {tuple(t.shape)}")
+        if original_points is not None and original_points.shape != points.shape:
+            raise ValueError(f"UniRepLKNetPoint: original_points {tuple(original_points.shape)} must match points "
+                             f"{tuple(points.shape)}")
+        f = self.backbone.forward_features(self.encoder(points, original_points))  # (B*V, C, h, w)
         b = points.shape[0]
         f = f.mean((2, 3)).reshape(b, -1)                                           # views concatenated
         return self.head(self.norm(f))

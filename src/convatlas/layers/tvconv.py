@@ -128,7 +128,7 @@ def tvconv_dw(x: Tensor, weight: Tensor, stride: int = 1, taps: Tensor | None = 
     conv of the same shape costs); elementwise products are otherwise invisible to the counter. Outside counting
     the plain aten ops run, so ``torch.export`` / ONNX / ``torch.compile`` see ordinary ops.
     """
-    if _flop_counting():
+    if not torch.compiler.is_compiling() and _flop_counting():
         return _tvconv_dw_op(x, weight, stride)
     return tvconv_apply(x, weight, int(round(weight.shape[2] ** 0.5)), stride, taps)
 

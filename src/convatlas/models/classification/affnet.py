@@ -24,6 +24,10 @@ Card facts / decisions:
   :mod:`convatlas.models.segmentation.affnet_deeplab` (DeepLabv3; ``output_stride`` 8/16 dilates layers 4-5 as
   the official encoder). The SSDLite detection use (cvnets ``ssd.py``) is not built (the card marks the heads
   optional and the README reports no detection figures).
+- Filter variants: the official ``Block`` can switch to ``AFNO2D_channelfirst_coreml`` for CoreML export, but that
+  class is not defined anywhere in the official repository (the switch would fail); ``hard_thresholding_fraction``
+  is stored but unused by the official forward. AFFilter exports to ONNX as is (rfft2 / irfft2), so no separate
+  export variant is built.
 """
 
 from __future__ import annotations

@@ -26,14 +26,14 @@ Card facts / decisions:
   are derived independently in the tests from the official module/key shapes (the converter's synthetic official
   state dict). MACs count TVConv's per-pixel multiply-add (custom op ``convatlas::tvconv_dw``, C*9*h*w per layer,
   the depthwise-conv convention), so a deployed TVConv model costs exactly what the depthwise model of the same
-  width costs (x0.1: 18.9 M MACs incl. the head, x1.0: 212 M). The training form adds the generators
-  (e.g. x0.1 with the official 64/3 generator: 17.5 M parameters, almost all LayerNorm affine maps and the
+  width costs (x0.1: 18.5 M MACs incl. the head, x1.0: 212 M). The training form adds the generators
+  (e.g. x0.1 with the official 64/3 generator: 16.9 M parameters, almost all LayerNorm affine maps and the
   final generator conv; it is batch-independent and disappears after :meth:`reparameterize`).
 - Official ``OutputLayer`` is built for ``last_channel=512`` channels, equal to ours for every width <= 1.
 
-``input_size`` other than 96 is supported (TVConv sizes follow the input; multiples of 16 for MobileNetV2, 32 for
-ShuffleNetV2). Official checkpoints (Lightning ``state_dict`` with ``model.``/``head.`` prefixes, or the bare
-model, training or ``TVConv_test`` deployed form) load through :func:`load_official_tvconv`.
+``input_size`` other than 96 is supported (TVConv sizes follow the input; multiples of 16). Official checkpoints
+(Lightning ``state_dict`` with ``model.``/``head.`` prefixes, or the bare model, training or ``TVConv_test``
+deployed form) load through :func:`load_official_tvconv`.
 """
 
 from __future__ import annotations

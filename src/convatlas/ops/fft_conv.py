@@ -48,7 +48,6 @@ For a fixed kernel (inference) compute its spectrum once with :func:`kernel_spec
 
 from __future__ import annotations
 
-import math
 import threading
 from dataclasses import dataclass
 from typing import Literal
@@ -330,7 +329,8 @@ def fft_conv(
             )
 
     out_dtype = u.dtype
-    cdt = torch.float64 if (u.dtype == torch.float64 or spectrum.k_f.dtype in (torch.float64, torch.complex128)) else torch.float32
+    wide = u.dtype == torch.float64 or spectrum.k_f.dtype in (torch.float64, torch.complex128)
+    cdt = torch.float64 if wide else torch.float32
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (u, k, D, pregate, postgate, spectrum.k_f)
     )
@@ -554,6 +554,16 @@ def _fused_rfft_conv_nograd(
     return out
 
 
+def _spectrum_saver(xf_all: Tensor):
+    """A :func:`_block_conv` hook that copies each block's input spectrum into ``xf_all`` ``(B, H, bins)``."""
+    bins = xf_all.shape[-1]
+
+    def save(b0: int, b1: int, h0: int, h1: int, xf: Tensor, x: Tensor) -> None:
+        xf_all[b0:b1, h0:h1] = xf[..., :bins]
+
+    return save
+
+
 class _BlockedRfftConv(torch.autograd.Function):
     """y = irfft(rfft(v, n)[:keep] · k_f, n)[..., :L] (+ D·v), computed block by block, with a blocked backward.
 
@@ -563,17 +573,12 @@ class _BlockedRfftConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, v: Tensor, k_f: Tensor, k: Tensor | None, d: Tensor | None, n: int, keep: int | None):
         out = torch.empty_like(v)
-        xf_all = None
-        hook = None
+        xf_all = hook = None
         if ctx.needs_input_grad[2]:
             # keep the input spectrum for the kernel gradient (saves one FFT per row in backward; naive autograd
             # keeps it too)
-            bins = keep if keep is not None else n // 2 + 1
-            xf_all = torch.empty(*v.shape[:2], bins, dtype=k_f.dtype, device=v.device)
-
-            def hook(b0: int, b1: int, h0: int, h1: int, xf: Tensor, x: Tensor) -> None:
-                xf_all[b0:b1, h0:h1] = xf[..., :bins]
-
+            xf_all = torch.empty(*v.shape[:2], keep or n // 2 + 1, dtype=k_f.dtype, device=v.device)
+            hook = _spectrum_saver(xf_all)
         _block_conv(v, k_f, n, keep, out, d[:, None] if d is not None else None, cdt=v.dtype, hook=hook)
         ctx.save_for_backward(v, k_f, d, xf_all)
         ctx.n, ctx.keep, ctx.taps = n, keep, (k.shape[-1] if k is not None else 0)
@@ -777,6 +782,8 @@ def _identity_sparse_forms() -> str:
     kf[..., 96 // 2 :] = 0
     k_low = torch.fft.irfft(kf, n)
     ref = torch.fft.irfft(torch.fft.rfft(u, n) * torch.fft.rfft(k_low, n), n)[..., :seq_len]
-    e2 = max((frequency_sparse_fft_conv(u, k, 96, backend=b) - ref).abs().max().item() for b in ("torch", "monarch", "gemm"))
+    e2 = max(
+        (frequency_sparse_fft_conv(u, k, 96, backend=b) - ref).abs().max().item() for b in ("torch", "monarch", "gemm")
+    )
     assert e1 < 1e-10 and e2 < 1e-10, f"partial {e1:.2e}, frequency-sparse {e2:.2e}"
     return f"partial max abs error {e1:.2e}; frequency-sparse (torch, monarch, gemm) {e2:.2e}"

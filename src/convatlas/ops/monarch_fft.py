@@ -261,7 +261,7 @@ def _inv(y: Tensor, factors: tuple[int, ...], permuted: bool, valid: int, fb: tu
 def _digit_perm_cpu(factors: tuple[int, ...]) -> Tensor:
     if len(factors) == 1:
         return torch.arange(factors[0])
-    n1, m = factors[0], math.prod(factors[1:])
+    n1 = factors[0]
     inner = _digit_perm_cpu(factors[1:])  # position j of the inner output holds frequency inner[j]
     k1 = torch.arange(n1)[:, None]
     return (k1 + n1 * inner[None, :]).reshape(-1)

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from convatlas.identities import register_component
 from convatlas.ops.fft_conv import fft_conv
 
-__all__ = ["coordinate_grid", "MAGNetLayer", "MAGNet", "hyperzzw_global", "hyperzzw_2e"]
+__all__ = ["coordinate_grid", "MAGNetLayer", "MAGNet", "LocalHyperKernelBank", "hyperzzw_global", "hyperzzw_2e"]
 
 
 def coordinate_grid(sizes: Sequence[int], device: torch.device | str | None = None) -> Tensor:
@@ -160,6 +160,163 @@ class MAGNet(nn.Module):
                 h = h * self.fast_linears_x[i](ctx)
         out = self.output_linear(h).transpose(0, 1).reshape(self.out_channels, *self.size)
         return out.unsqueeze(1) if self.context else out
+
+
+@register_component("hyperzzw")
+class LocalHyperKernelBank(nn.Module):
+    """``n`` context-dependent local slow nets (MAGNet_L, kernel sizes ``sizes``) evaluated jointly.
+
+    Same maths as ``n`` separate ``MAGNet(..., context=True)`` (built here with the same seeds, so with the same
+    initial values; :meth:`magnet` returns the equivalent standalone net), but the parameters are stacked
+    ``(n, ...)`` and every layer is one batched matmul over a grid padded to the largest kernel (padded points are
+    masked out of the s-renormalisation's norm and dropped from the output). Why: ``n`` separate nets of different
+    grid sizes give ``n`` sets of differently shaped small kernels; under ``torch.compile`` each is a separate
+    generated C++ kernel, and these dominated the compile time of the Terminator (see ``hyperzzw.py``).
+    The context is averaged over the batch before the (linear) 1x1 reduction, which commutes with it.
+
+    Args:
+        data_dim: 1 or 2.
+        sizes: kernel side of every net (e.g. (3, 9, 5, 7)).
+        hidden / out_channels / num_layers / omega_0 / alpha / beta: as :class:`MAGNet`.
+        context_channels: channels of the conditioning inputs.
+        seeds: Gamma-frequency seed of every net.
+
+    Forward: ``contexts`` (n tensors (B, context_channels, *spatial)) -> n depthwise kernels (out, 1, *k_i).
+    """
+
+    def __init__(
+        self,
+        data_dim: int,
+        sizes: Sequence[int],
+        hidden: int,
+        out_channels: int,
+        num_layers: int,
+        context_channels: int,
+        omega_0: float = 0.5,
+        alpha: float = 6.0,
+        beta: float = 1.0,
+        seeds: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__()
+        seeds = list(range(len(sizes))) if seeds is None else list(seeds)
+        if len(seeds) != len(sizes) or not sizes:
+            raise ValueError(f"LocalHyperKernelBank: need one seed per size, got sizes {sizes}, seeds {seeds}")
+        nets = [
+            MAGNet(data_dim, k, hidden, out_channels, num_layers, omega_0, alpha, beta, context=True,
+                   context_channels=context_channels, seed=sd)
+            for k, sd in zip(sizes, seeds)
+        ]
+        self.data_dim, self.sizes, self.hidden, self.out_channels = data_dim, tuple(sizes), hidden, out_channels
+        self.num_layers, self.context_channels = num_layers, context_channels
+        self._cfg = dict(omega_0=omega_0, alpha=alpha, beta=beta, seeds=tuple(seeds))
+        npts = [math.prod(m.size) for m in nets]
+        pmax = max(npts)
+        self.num_points = tuple(npts)
+
+        def stack(fn) -> nn.Parameter:
+            return nn.Parameter(torch.stack([fn(m).detach() for m in nets]).clone())
+
+        self.filter_weight = stack(lambda m: torch.stack([f.linear.weight for f in m.filters]))  # (n, L+1, hid, d)
+        self.filter_bias = stack(lambda m: torch.stack([f.linear.bias for f in m.filters]))  # (n, L+1, hid)
+        self.linear_weight = stack(lambda m: torch.stack([lin.weight for lin in m.linears]))  # (n, L, hid, hid)
+        self.linear_bias = stack(lambda m: torch.stack([lin.bias for lin in m.linears]))  # (n, L, hid)
+        self.output_weight = stack(lambda m: m.output_linear.weight)  # (n, out, hid)
+        self.output_bias = stack(lambda m: m.output_linear.bias)  # (n, out)
+        self.bias_p = nn.Parameter(torch.cat([m.bias_p.detach() for m in nets]).clone())  # (sum P_i, 1)
+        self.fast_reduce_weight = stack(lambda m: m.fast_reduce.weight)  # (n, hid, C_ctx)
+        self.fast_reduce_bias = stack(lambda m: m.fast_reduce.bias)
+        self.fast_fc1_weight = stack(lambda m: m.fast_fc1.weight)  # (n, hid, hid)
+        self.fast_fc1_bias = stack(lambda m: m.fast_fc1.bias)
+        # fast_linears_x of every layer: (n, L, hid, hid)
+        self.fast_context_weight = stack(lambda m: torch.stack([lin.weight for lin in m.fast_linears_x]))
+        self.fast_context_bias = stack(lambda m: torch.stack([lin.bias for lin in m.fast_linears_x]))
+        self.s_alpha = stack(lambda m: m.s_alpha)  # (n, L, hid)
+        self.s_beta = stack(lambda m: m.s_beta)
+        coords = torch.zeros(len(nets), pmax, data_dim, device=nets[0].coords.device)
+        mask = torch.zeros(len(nets), pmax, 1, device=coords.device)
+        index = torch.zeros(len(nets), pmax, dtype=torch.long, device=coords.device)
+        offset = 0
+        for i, (m, p) in enumerate(zip(nets, npts)):
+            coords[i, :p] = m.coords
+            mask[i, :p] = 1.0
+            index[i, :p] = torch.arange(offset, offset + p, device=coords.device)
+            offset += p
+        self.register_buffer("coords", coords, persistent=False)
+        self.register_buffer("mask", mask, persistent=False)
+        self.register_buffer("bias_index", index, persistent=False)
+
+    def magnet(self, i: int) -> MAGNet:
+        """The standalone :class:`MAGNet` (context=True) equal to net ``i`` of the bank (parameters copied)."""
+        c = self._cfg
+        m = MAGNet(self.data_dim, self.sizes[i], self.hidden, self.out_channels, self.num_layers, c["omega_0"],
+                   c["alpha"], c["beta"], context=True, context_channels=self.context_channels, seed=c["seeds"][i])
+        m = m.to(self.bias_p.device, self.bias_p.dtype)
+        lo = sum(self.num_points[:i])
+        with torch.no_grad():
+            for j, f in enumerate(m.filters):
+                f.linear.weight.copy_(self.filter_weight[i, j])
+                f.linear.bias.copy_(self.filter_bias[i, j])
+            for j, (lin, fx) in enumerate(zip(m.linears, m.fast_linears_x)):
+                lin.weight.copy_(self.linear_weight[i, j])
+                lin.bias.copy_(self.linear_bias[i, j])
+                fx.weight.copy_(self.fast_context_weight[i, j])
+                fx.bias.copy_(self.fast_context_bias[i, j])
+            m.output_linear.weight.copy_(self.output_weight[i])
+            m.output_linear.bias.copy_(self.output_bias[i])
+            m.bias_p.copy_(self.bias_p[lo : lo + self.num_points[i]])
+            m.fast_reduce.weight.copy_(self.fast_reduce_weight[i])
+            m.fast_reduce.bias.copy_(self.fast_reduce_bias[i])
+            m.fast_fc1.weight.copy_(self.fast_fc1_weight[i])
+            m.fast_fc1.bias.copy_(self.fast_fc1_bias[i])
+            m.s_alpha.copy_(self.s_alpha[i])
+            m.s_beta.copy_(self.s_beta[i])
+        return m
+
+    def unstacked_parameters(self) -> list[tuple[str, Tensor]]:
+        """``(name, tensor)`` of every net's own parameters, named as in the separate nets (``"{i}.{name}"``),
+        as views of the stacked parameters (e.g. for per-net weight penalties such as the official LnLoss)."""
+        per_layer = {"filter_weight", "filter_bias", "linear_weight", "linear_bias", "fast_context_weight",
+                     "fast_context_bias", "s_alpha", "s_beta"}  # (n, layers, ...): one tensor per layer and net
+        out = []
+        for name, p in self.named_parameters(recurse=False):
+            if name == "bias_p":
+                out += [(f"{i}.{name}", t) for i, t in enumerate(p.split(list(self.num_points)))]
+            elif name in per_layer:
+                out += [(f"{i}.{name}.{j}", t) for i, net in enumerate(p.unbind(0))
+                        for j, t in enumerate(net.unbind(0))]
+            else:
+                out += [(f"{i}.{name}", t) for i, t in enumerate(p.unbind(0))]
+        return out
+
+    def forward(self, contexts: Sequence[Tensor]) -> list[Tensor]:
+        if len(contexts) != len(self.sizes):
+            raise ValueError(f"LocalHyperKernelBank: expected {len(self.sizes)} context inputs, got {len(contexts)}")
+        pmax = self.coords.shape[1]
+        pooled = []
+        for c, k, p in zip(contexts, self.sizes, self.num_points):
+            m = c.mean(0, keepdim=True)  # batch-averaged context (official), before the linear reduction
+            m = F.adaptive_avg_pool2d(m, (k, k)) if self.data_dim == 2 else F.adaptive_avg_pool1d(m, k)
+            pooled.append(F.pad(m.flatten(2)[0], (0, pmax - p)))
+        pooled = torch.stack(pooled).transpose(1, 2)  # (n, P, C_ctx)
+        # baddbmm: bias fused into the batched matmul (one extern call, no extra generated kernel)
+        ctx = torch.baddbmm(self.fast_reduce_bias[:, None], pooled, self.fast_reduce_weight.transpose(1, 2))
+        ctx = F.gelu(torch.baddbmm(self.fast_fc1_bias[:, None], ctx, self.fast_fc1_weight.transpose(1, 2)))  # (n,P,h)
+        c = self.coords.to(self.bias_p.dtype)
+        filt = torch.sin(c[:, None] @ self.filter_weight.transpose(2, 3) + self.filter_bias[:, :, None])  # (n,L+1,P,h)
+        bias_p = self.bias_p[self.bias_index] * self.mask  # (n, P, 1)
+        h = filt[:, 0]
+        for i in range(self.num_layers):
+            lin = torch.baddbmm(self.linear_bias[:, i, None], h, self.linear_weight[:, i].transpose(1, 2))
+            h = filt[:, i + 1] * lin
+            h = (h + bias_p) * self.mask  # padded points leave the norm below
+            h = self.s_alpha[:, i, None] * h.detach() + self.s_beta[:, i, None] * F.normalize(h, dim=1)
+            h = h * torch.baddbmm(self.fast_context_bias[:, i, None], ctx,
+                                  self.fast_context_weight[:, i].transpose(1, 2))
+        out = torch.baddbmm(self.output_bias[:, :, None], self.output_weight, h.transpose(1, 2))  # (n, out, P)
+        return [
+            out[i, :, :p].reshape(self.out_channels, 1, *((k,) * self.data_dim))
+            for i, (k, p) in enumerate(zip(self.sizes, self.num_points))
+        ]
 
 
 def hyperzzw_global(hk: Tensor, x: Tensor, z: Tensor) -> Tensor:

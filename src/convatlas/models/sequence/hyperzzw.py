@@ -13,17 +13,34 @@ Two forms (one class, ``data_dim``):
 - 1-D pixel-level sequences (B, C, L) (sMNIST / sequential digits): the global branch is a causal global
   convolution with the context-dependent length-L kernel ``Z ⊙ W`` (via :func:`convatlas.ops.fft_conv.fft_conv`).
 
-Training: :meth:`Terminator.forward_with_hyper_kernels` returns the global hyper-kernels; :func:`slow_loss` is
-the paper's "local feedback error" (slow neural loss) tying blocks' global hyper-kernels together; use it with
-label-smoothing CE (eps 0.09, :func:`terminator_loss`).
+Training (official models/lightning_wrappers.py, checked): loss = label-smoothing CE (eps 0.09) + the slow neural
+loss ("local feedback error", weight 1: :func:`slow_loss` on the global hyper-kernels returned by
+:meth:`Terminator.forward_with_hyper_kernels`; both in :func:`terminator_loss`) + ``l2_reg`` x the official
+``LnLoss`` (:func:`fast_weight_penalty`: sum of the L2 *norms*, not squared, of every parameter whose name contains
+"fast", i.e. everything inside the blocks' ``fast_multi_branch`` layers). Optimiser: Kar3
+(:class:`convatlas.engine.kar.Kar3`; lr 0.001215, betas (0.5, 0.95), l2_reg 5e-5 on CIFAR-10).
+
+torch.compile (whole model, ``fullgraph=True``: no graph breaks, no recompilations, no data-dependent shapes;
+``torch._dynamo.explain``: 1 graph). Compile time is dominated by inductor generating and g++-compiling one C++
+kernel per fused group of pointwise/reduction ops (0.8 s of g++ CPU each on the development CPU). The four
+context-dependent local slow nets per block, each with a differently sized grid (3, 9, 5, 7), produced four
+separate sets of such kernels (pooling, batch-mean, GELU, sine filters, s-renormalisation): 64 kernels for the
+2-block test model, 254 s wall on the contended 2-core machine. They are now evaluated as one
+:class:`~convatlas.layers.hyper_kernel.LocalHyperKernelBank` (stacked parameters, one batched matmul per layer,
+bias-fused ``baddbmm``; same maths, max difference to the separate nets 4e-16 in float64): 42 kernels,
+18 s of dynamo/inductor CPU + 32 s of g++ CPU, i.e. about 35 s on an idle 2-core machine (82 s wall at load 7).
+Identically shaped computations (the two RGUs, the four LocalConv standardisations, the global and spatial slow
+nets) share kernels through inductor's source-level de-duplication.
 
 Card facts / decisions:
 - Config (cfg/config.yaml, CIFAR-10): 5 blocks, in_channel [3, 12, 36, 72, 144], bottleneck factors
   [4, 3, 2, 2, 2], num_concat_pre [0, 0, 1, 1, 2], dropout [0, .05, .05, .05, .05], global MAGNet hidden 64 with
   [3, 2, 2, 2, 2] layers, local MAGNet hidden 32 / 2 layers / sizes [3, 9, 5, 7], hyper-channel MAGNet 2 layers
   hidden 32, hyper-interaction channel 2 layers hidden 16 and spatial 2 layers hidden 64.
-- The paper reports no parameter counts or MACs (card: unconfirmed); measured here: terminator_cifar10
-  params and GMACs are recorded in the Reported(source=...) note and tested as regression values.
+- The paper reports no parameter counts or MACs (card: unconfirmed); measured here (meta device, regression values
+  in the tests): terminator_cifar10 1,339,415 params, 1.2207 GMACs at 32x32; the slow nets (MAGNet coordinate
+  MLPs, without the local nets' context layers) hold 223,360 = 16.7% of the parameters (a third-party summary
+  quoted ~8%: unconfirmed, the official code gives no count).
 - Unconfirmed in the official files, chosen here: G-IBS (not in the indexed repository) = affine-free group
   standardisation (12 groups) followed by affine-free batch standardisation; the classifier head = global
   average pooling + Linear; omega_0 = 0.5; "previous block output" for num_concat_pre = the input of the previous
@@ -43,11 +60,13 @@ from torch import Tensor, nn
 
 from convatlas.identities import register_identity
 from convatlas.layers import check_input
-from convatlas.layers.hyper_kernel import MAGNet, hyperzzw_2e, hyperzzw_global
+from convatlas.layers.hyper_kernel import LocalHyperKernelBank, MAGNet, hyperzzw_2e, hyperzzw_global
 from convatlas.models.backbone import LinearHeadBackbone
 from convatlas.registry import Reported, register_model
 
-__all__ = ["Terminator", "SFNEBlock", "FastMultiBranchLayer", "slow_loss", "terminator_loss", "GIBS"]
+__all__ = [
+    "Terminator", "SFNEBlock", "FastMultiBranchLayer", "slow_loss", "terminator_loss", "fast_weight_penalty", "GIBS",
+]
 
 
 def _conv1x1(data_dim: int, cin: int, cout: int) -> nn.Module:
@@ -175,9 +194,9 @@ class FastMultiBranchLayer(nn.Module):
             raise ValueError(f"FastMultiBranchLayer: expected 4 local kernel sizes, got {local_sizes}")
         self.num_concat_pre = num_concat_pre
         self.slow_net_g = MAGNet(data_dim, size, global_hidden, channels, global_layers, omega_0, seed=seed)
-        self.slow_nets_l = nn.ModuleList(
-            [MAGNet(data_dim, k, local_hidden, channels, local_layers, omega_0, context=True,
-                    context_channels=channels, seed=seed + 10 + i) for i, k in enumerate(local_sizes)]
+        self.slow_nets_l = LocalHyperKernelBank(
+            data_dim, local_sizes, local_hidden, channels, local_layers, channels, omega_0,
+            seeds=[seed + 10 + i for i in range(len(local_sizes))],
         )
         self.local_convs = nn.ModuleList([LocalConv(data_dim, channels) for _ in local_sizes])
         self.local_bias = nn.Parameter(torch.zeros(4))
@@ -205,9 +224,9 @@ class FastMultiBranchLayer(nn.Module):
         x_hyper = self.hyper_interact(out, x)
         sources = (x_hci, x, x, mixer_x)  # conv inputs of local branches 1..4 (official)
         ctxs = (x, x_hci, mixer_x, x)  # slow-net contexts of local branches 1..4
+        kernels = self.slow_nets_l(ctxs)  # 4 context-dependent local hyper-kernels (C, 1, *k_i), one batched pass
         local = [
-            conv(net(c), s) + self.local_bias[i]
-            for i, (net, conv, c, s) in enumerate(zip(self.slow_nets_l, self.local_convs, ctxs, sources))
+            conv(k, s) + self.local_bias[i] for i, (conv, k, s) in enumerate(zip(self.local_convs, kernels, sources))
         ]
         branches = [out, local[1]]
         if self.num_concat_pre >= 1:
@@ -364,6 +383,28 @@ def terminator_loss(logits: Tensor, target: Tensor, hyper_kernels: Sequence[Tens
     return loss
 
 
+def fast_weight_penalty(model: nn.Module, weight: float = 5e-5, norm_type: float = 2.0) -> Tensor:
+    """Official ``LnLoss`` (``l2_reg`` = ``weight``): ``weight`` x Σ ‖p‖ over parameters whose qualified name
+    contains "fast" (the official code also skips names containing "Kernel"; there are none here). Parameters
+    stacked in a :class:`LocalHyperKernelBank` are penalised per net (as the official separate nets)."""
+    total = None
+    banked = set()
+    for mod_name, mod in model.named_modules():
+        if isinstance(mod, LocalHyperKernelBank):
+            banked |= {id(p) for p in mod.parameters()}
+            for n, t in mod.unstacked_parameters():
+                if "fast" in f"{mod_name}.{n}":
+                    v = torch.linalg.vector_norm(t.float(), norm_type)
+                    total = v if total is None else total + v
+    for n, p in model.named_parameters():
+        if id(p) not in banked and "fast" in n and "Kernel" not in n:
+            v = torch.linalg.vector_norm(p.float(), norm_type)
+            total = v if total is None else total + v
+    if total is None:
+        return torch.zeros(())
+    return weight * total
+
+
 # ---------------------------------------------------------------- registered variants
 _CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 _CIFAR_STD = (0.2470, 0.2435, 0.2616)
@@ -385,6 +426,20 @@ def terminator_cifar10(**kwargs) -> Terminator:
 
 @register_model(
     paper="hyperzzw",
+    input_size=(3, 32, 32),
+    num_classes=100,
+    mean=(0.5071, 0.4865, 0.4409),
+    std=(0.2673, 0.2564, 0.2762),
+    reported=Reported(resolution=32, source=_NO_FIGURES + "; README CIFAR-100 command: same network, 100 classes"),
+)
+def terminator_cifar100(**kwargs) -> Terminator:
+    """Terminator (2-D) for CIFAR-100: the CIFAR-10 config with 100 classes (official README command: Kar3,
+    lr 0.00120925, betas (0.75, 0.99), l2_reg 4e-5)."""
+    return Terminator(**{"num_classes": 100, **kwargs})
+
+
+@register_model(
+    paper="hyperzzw",
     input_size=(1, 784),
     num_classes=10,
     mean=(0.1307,),
@@ -392,7 +447,8 @@ def terminator_cifar10(**kwargs) -> Terminator:
     reported=Reported(resolution=(1, 784), source=_NO_FIGURES + "; 1-D code was never released: config mirrors 2-D"),
 )
 def terminator_smnist(**kwargs) -> Terminator:
-    """Terminator (1-D) for pixel-level sequential MNIST (784 steps), channel plan scaled from the 2-D config."""
+    """Terminator (1-D) for pixel-level sequential MNIST (784 steps), channel plan scaled from the 2-D config;
+    permuted MNIST (pMNIST) uses the same network on a fixed pixel permutation of the sequence."""
     cfg = dict(data_dim=1, size=784, in_channels=(1, 4, 12, 24, 48), num_classes=10)
     return Terminator(**{**cfg, **kwargs})
 
@@ -454,6 +510,22 @@ def _local_identity() -> str:
     err = (lc(delta, x) - F.gelu(_batch_std(lc.channel_mixer(x)))).abs().max().item()
     assert err < 1e-12, f"max abs error {err:.2e}"
     return f"max abs error {err:.2e}"
+
+
+@register_identity("hyperzzw", "local slow-net bank (batched) == four separate MAGNet_L nets (3, 9, 5, 7)")
+def _bank_identity() -> str:
+    torch.manual_seed(0)
+    errs = []
+    for dd, side in ((2, 8), (1, 16)):
+        bank = LocalHyperKernelBank(dd, (3, 9, 5, 7), 8, 6, 2, 6, seeds=(10, 11, 12, 13)).double()
+        with torch.no_grad():
+            for p in bank.parameters():
+                p.add_(0.1 * torch.randn_like(p))  # move every parameter off its initial value
+        ctxs = [torch.randn(3, 6, *(side,) * dd, dtype=torch.float64) for _ in range(4)]
+        errs += [(k - bank.magnet(i)(c)).abs().max().item() for i, (k, c) in enumerate(zip(bank(ctxs), ctxs))]
+    err = max(errs)
+    assert err < 1e-12, f"max abs error {err:.2e}"
+    return f"max abs error {err:.2e} (2-D and 1-D, float64)"
 
 
 @register_identity("hyperzzw", "slow nets are input-independent; slow loss = 0 for channel-tiled hyper-kernels")

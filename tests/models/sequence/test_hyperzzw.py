@@ -119,22 +119,25 @@ def test_hyperzzw_fast_weight_penalty_and_kar3():
     from convatlas.engine.kar import Kar2, Kar3
     from convatlas.models.sequence.hyperzzw import fast_weight_penalty
 
+    from convatlas.layers.hyper_kernel import MAGNet as _MAGNet
+
     torch.manual_seed(0)
     m = create_model("test_hyperzzw")
-    ref = 0.0
-    for blk in m.blocks:  # everything inside fast_multi_branch is "fast" (official naming)
+    fast, slow = 0.0, 0.0
+    for blk in m.blocks:  # official: "fast" params outside the slow nets + 1e-6 x the 2-D slow nets' weights
         fmb = blk.fast_multi_branch
-        bank = fmb.slow_nets_l
-        banked = {id(p) for p in bank.parameters()}
-        ref += sum(p.norm().item() for p in fmb.parameters() if id(p) not in banked)
-        for i in range(4):  # separate nets; their s-renormalisation scalars are per layer
-            net = bank.magnet(i)
-            ref += sum(p.norm().item() for n, p in net.named_parameters() if not n.startswith("s_"))
-            ref += sum(t.norm().item() for p in (net.s_alpha, net.s_beta) for t in p)
+        slow_nets = [fmb.slow_net_g, fmb.hyper_interact.slow_net_gs] + [fmb.slow_nets_l.magnet(i) for i in range(4)]
+        gc_nets = [fmb.channel_mixer_hci.slow_net_gc, fmb.hyper_interact.channel.slow_net_gc]  # 1-D: not penalised
+        skip = {id(p) for net in [fmb.slow_nets_l, *gc_nets, *slow_nets[:2]] for p in net.parameters()}
+        fast += sum(p.norm().item() for p in fmb.parameters() if id(p) not in skip)
+        slow += sum(mod.weight.norm().item() for net in slow_nets for mod in net.modules()
+                    if isinstance(mod, torch.nn.Linear))
+        assert all(isinstance(net, _MAGNet) and net.data_dim == 2 for net in slow_nets)
     got = fast_weight_penalty(m, weight=1.0)
-    assert got.item() == pytest.approx(ref, rel=1e-5)
+    assert got.item() == pytest.approx(fast + 1e-6 * slow, rel=1e-6)
     got.backward()
     assert m.head.weight.grad is None and m.blocks[0].bias.grad is None  # head and block biases are not "fast"
+    assert m.blocks[0].fast_multi_branch.rgu_fast.fast_linear_k.weight.grad is not None
     p = torch.nn.Parameter(torch.tensor([1.0, -1.0, 0.5]))
     opt = Kar3([p], lr=0.1, betas=(0.5, 0.9))
     for g, expected in ((torch.tensor([2.0, -1.0, 0.0]), [0.9, -0.9, 0.5]),  # EMAs are 0: only sign(g)

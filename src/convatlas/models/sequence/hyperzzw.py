@@ -16,9 +16,9 @@ Two forms (one class, ``data_dim``):
 Training (official models/lightning_wrappers.py, checked): loss = label-smoothing CE (eps 0.09) + the slow neural
 loss ("local feedback error", weight 1: :func:`slow_loss` on the global hyper-kernels returned by
 :meth:`Terminator.forward_with_hyper_kernels`; both in :func:`terminator_loss`) + ``l2_reg`` x the official
-``LnLoss`` (:func:`fast_weight_penalty`: sum of the L2 *norms*, not squared, of every parameter whose name contains
-"fast", i.e. everything inside the blocks' ``fast_multi_branch`` layers). Optimiser: Kar3
-(:class:`convatlas.engine.kar.Kar3`; lr 0.001215, betas (0.5, 0.95), l2_reg 5e-5 on CIFAR-10).
+``LnLoss`` (:func:`fast_weight_penalty`: L2 *norms*, not squared, of the fast-network parameters, plus 1e-6 x those
+of the 2-D slow nets' layers). Optimiser: Kar3 (:class:`convatlas.engine.kar.Kar3`; lr 0.001215, betas (0.5, 0.95),
+l2_reg 5e-5 on CIFAR-10; 100 epochs, batch 64, cosine schedule with 8 warm-up epochs, no gradient clipping).
 
 torch.compile (whole model, ``fullgraph=True``: no graph breaks, no recompilations, no data-dependent shapes;
 ``torch._dynamo.explain``: 1 graph). Compile time is dominated by inductor generating and g++-compiling one C++
@@ -383,25 +383,38 @@ def terminator_loss(logits: Tensor, target: Tensor, hyper_kernels: Sequence[Tens
     return loss
 
 
-def fast_weight_penalty(model: nn.Module, weight: float = 5e-5, norm_type: float = 2.0) -> Tensor:
-    """Official ``LnLoss`` (``l2_reg`` = ``weight``): ``weight`` x Σ ‖p‖ over parameters whose qualified name
-    contains "fast" (the official code also skips names containing "Kernel"; there are none here). Parameters
-    stacked in a :class:`LocalHyperKernelBank` are penalised per net (as the official separate nets)."""
-    total = None
-    banked = set()
-    for mod_name, mod in model.named_modules():
+def fast_weight_penalty(model: nn.Module, weight: float = 5e-5, norm_type: float = 2.0,
+                        slow_weight_scale: float = 1e-6) -> Tensor:
+    """Official ``LnLoss`` (models/modules/loss.py; ``l2_reg`` = ``weight``, norm_type 2), i.e.
+    ``weight`` x (Σ ‖p‖ over the fast network + ``slow_weight_scale`` x Σ ‖W‖ over the 2-D slow nets' layers).
+
+    Official selection by name: parameters whose name contains "fast" but not "Kernel" (the slow nets live in
+    ``SlowNet*.Kernel``), i.e. every fast-network parameter inside the blocks' ``fast_multi_branch`` (not the
+    block biases nor the head); plus, times 1e-6, the weights of the ``nn.Conv2d`` modules inside the slow nets:
+    every linear layer of the 2-D slow nets (the official 2-D MAGNet layers are 1x1 convolutions; the 1-D
+    channel nets use Conv1d and are not penalised). Norms, not squared norms. Stacked parameters of a
+    :class:`LocalHyperKernelBank` are penalised per net and layer, as the official separate modules. The
+    s-renormalisation scalars (Python lists, untrained, in the official code) are not penalised.
+    """
+    fast, slow = [], []
+    slow_ids = set()
+    for mod in model.modules():
         if isinstance(mod, LocalHyperKernelBank):
-            banked |= {id(p) for p in mod.parameters()}
-            for n, t in mod.unstacked_parameters():
-                if "fast" in f"{mod_name}.{n}":
-                    v = torch.linalg.vector_norm(t.float(), norm_type)
-                    total = v if total is None else total + v
+            slow_ids |= {id(p) for p in mod.parameters()}
+            if mod.data_dim == 2:
+                keep = ("filter_weight", "linear_weight", "output_weight", "fast_reduce_weight", "fast_fc1_weight",
+                        "fast_context_weight")
+                slow += [t for n, t in mod.unstacked_parameters() if n.split(".")[1] in keep]
+        elif isinstance(mod, MAGNet):
+            slow_ids |= {id(p) for p in mod.parameters()}
+            if mod.data_dim == 2:
+                slow += [m.weight for m in mod.modules() if isinstance(m, nn.Linear)]
     for n, p in model.named_parameters():
-        if id(p) not in banked and "fast" in n and "Kernel" not in n:
-            v = torch.linalg.vector_norm(p.float(), norm_type)
-            total = v if total is None else total + v
-    if total is None:
-        return torch.zeros(())
+        if id(p) not in slow_ids and "fast" in n:
+            fast.append(p)
+    total = sum((torch.linalg.vector_norm(p.float(), norm_type) for p in fast), torch.zeros(()))
+    total = total + slow_weight_scale * sum((torch.linalg.vector_norm(w.float(), norm_type) for w in slow),
+                                            torch.zeros(()))
     return weight * total
 
 

@@ -177,3 +177,18 @@ def test_colontcn_4fold_config_and_classes():
     assert create_model("colontcn_4fold").receptive_field == 49_141
     assert len(REAL_COLON_CLASSES) == 9 and REAL_COLON_CLASSES[2] == "caecum"
     assert SequenceLabellingTask.official_colontcn().tmse_weight == 0.0
+
+
+def test_colontcn_official_schedule():
+    from convatlas.models.sequence.colontcn import colontcn_optimizer
+
+    m = create_model("test_colontcn")
+    opt, sched = colontcn_optimizer(m, steps_per_epoch=4, epochs=20, warmup_epochs=5)
+    lrs = []
+    for _ in range(80):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(5e-7) and lrs[20] == pytest.approx(5e-4)  # warm-up: 5 epochs x 4 steps
+    assert lrs[10] == pytest.approx(5e-7 + 10 * (5e-4 - 5e-7) / 20)
+    assert lrs[-1] == pytest.approx(5e-4 * (1 - 0.99 * 59 / 60)) and opt.param_groups[0]["weight_decay"] == 0.01

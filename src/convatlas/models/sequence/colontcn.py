@@ -36,7 +36,10 @@ from convatlas.layers import check_input
 from convatlas.layers.tcn import TemporalConvNet, convert_legacy_weight_norm, tcn_receptive_field
 from convatlas.registry import Reported, register_model
 
-__all__ = ["ColonTCN", "convert_official_colontcn", "temporal_subsample", "encode_frames", "REAL_COLON_CLASSES"]
+__all__ = [
+    "ColonTCN", "convert_official_colontcn", "temporal_subsample", "encode_frames", "REAL_COLON_CLASSES",
+    "colontcn_optimizer",
+]
 
 #: Frame classes of the REAL-Colon temporal annotations (official ``str_to_idx``; the ymls spell "ceacum").
 REAL_COLON_CLASSES: tuple[str, ...] = (
@@ -115,6 +118,37 @@ def temporal_subsample(
         start = int(torch.randint(0, factor, (), generator=generator))
         keep = torch.arange(min(start, t - 1), t, factor)
     return features[:, keep], labels[keep]
+
+
+def colontcn_optimizer(
+    model: nn.Module,
+    steps_per_epoch: int,
+    epochs: int = 2000,
+    lr: float = 5e-4,
+    weight_decay: float = 0.01,
+    warmup_epochs: int = 5,
+    warmup_lr: float = 5e-7,
+    min_lr_rate: float = 0.01,
+) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+    """Official ColonTCN optimiser and per-iteration schedule (src/optimizers/builders.py, "linear"; checked).
+
+    AdamW(lr, weight_decay); the learning rate rises linearly from ``warmup_lr`` to ``lr`` over
+    ``warmup_epochs * steps_per_epoch`` iterations, then falls linearly to ``min_lr_rate * lr`` at the last
+    iteration (the official scheduler hard-codes ``lr_min_rate=0.01``; the ymls' ``min_lr`` 1e-6 is not used by
+    it). Call ``scheduler.step()`` after every iteration. Epochs: 2000 (5-fold ymls), 1500 (4-fold ymls).
+    """
+    if steps_per_epoch < 1 or epochs < 1 or not 0 <= warmup_epochs < epochs:
+        raise ValueError(f"colontcn_optimizer: need steps_per_epoch >= 1 and 0 <= warmup_epochs < epochs, got "
+                         f"{steps_per_epoch}, {warmup_epochs}, {epochs}")
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    total, warm = epochs * steps_per_epoch, warmup_epochs * steps_per_epoch
+
+    def factor(t: int) -> float:
+        if t < warm:
+            return (warmup_lr + t * (lr - warmup_lr) / warm) / lr
+        return 1.0 - (1.0 - min_lr_rate) * min(t - warm, total - warm) / (total - warm)
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
 @torch.no_grad()

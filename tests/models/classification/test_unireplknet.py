@@ -426,7 +426,7 @@ def test_audio_learns_chirp_direction() -> None:
     with num_threads(1):
         _fit(model, xtr, ytr, steps=60, lr=4e-3)
         acc = _accuracy(model, xte, yte)
-    assert acc >= 0.9, acc
+    assert acc >= 0.9, acc  # measured 1.0 (chance 0.33)
 
 
 def _clips(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -455,7 +455,7 @@ def test_video_learns_motion_direction() -> None:
     with num_threads(1):
         _fit(model, xtr, ytr, steps=60, lr=4e-3)
         acc = _accuracy(model, xte, yte)
-    assert acc >= 0.9, acc
+    assert acc >= 0.9, acc  # measured 1.0 (chance 0.5; a single frame carries no direction)
 
 
 def _shapes(n: int, seed: int, points: int = 64) -> tuple[torch.Tensor, torch.Tensor]:

@@ -186,3 +186,13 @@ def test_output_stride_dilates_like_the_official_encoder() -> None:
     assert (dw4.stride, dw4.dilation, dw5.stride, dw5.dilation) == ((1, 1), (1, 1), (1, 1), (2, 2))
     with pytest.raises(ValueError, match="output_stride"):
         AFFNet(output_stride=4)
+
+
+def test_create_model_loads_official_checkpoint_file(tmp_path) -> None:
+    """``create_model(name, pretrained=path)`` converts an official cvnets .pt file through checkpoint_filter_fn."""
+    sd = fill(official_affnet("xx_small"), seed=1)
+    path = tmp_path / "affnet_et_official.pt"
+    torch.save({"state_dict": sd}, path)
+    model = create_model("affnet_et", pretrained=str(path))
+    torch.testing.assert_close(model.stem[0].weight, sd["conv_1.block.conv.weight"])
+    torch.testing.assert_close(model.head.bias, sd["classifier.fc.bias"])

@@ -371,3 +371,20 @@ def test_tvconv_learns_layout_faster_than_depthwise() -> None:
             with torch.no_grad():
                 accs[atom] = (model(xva).argmax(1) == yva).float().mean().item()
     assert accs["tvconv"] >= 0.95 and accs["tvconv"] >= accs["base"] + 0.2, accs
+
+
+def test_load_weights_converts_official_lightning_file(tmp_path) -> None:
+    """``load_weights`` on an official Lightning checkpoint of the depthwise x0.1 face model (no TVConv buffers to
+    fill): converted through checkpoint_filter_fn, AM-softmax weight transposed."""
+    from convatlas import load_weights
+
+    g = torch.Generator().manual_seed(0)
+    shapes = official_mbv2(0.1, "base")
+    sd = {"model." + k: (torch.tensor(0) if s == () else torch.rand(s, generator=g) + 0.5) for k, s in shapes.items()}
+    sd["head.weight"] = torch.randn(512, 1000, generator=g)
+    path = tmp_path / "official.ckpt.pt"
+    torch.save({"state_dict": sd, "epoch": 3}, path)
+    model = create_model("mobilenetv2_face_x0_1")
+    load_weights(model, path)
+    torch.testing.assert_close(model.head.weight, sd["head.weight"].t())
+    torch.testing.assert_close(model.embed.weight, sd["model.output_layer.layer2.0.weight"])

@@ -43,7 +43,7 @@ from convatlas.layers.aff_filter import AFFilter
 from convatlas.models.backbone import LinearHeadBackbone
 from convatlas.registry import Reported, register_model
 
-__all__ = ["AFFNet", "AFFBlock", "AFFUnit", "InvertedResidual", "convert_official_affnet"]
+__all__ = ["AFFNet", "AFFBlock", "AFFUnit", "InvertedResidual", "convert_official_affnet", "checkpoint_filter_fn"]
 
 
 def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -240,6 +240,11 @@ def convert_official_affnet(state_dict: Mapping[str, Tensor], prefix: str = "") 
         k = re.sub(r"(^|\.)block\.norm\.", r"\g<1>1.", k)
         out[k] = value
     return out
+
+
+def checkpoint_filter_fn(state_dict: Mapping[str, Tensor], model: nn.Module | None = None) -> dict[str, Tensor]:
+    """Hook for ``load_weights`` / ``create_model(pretrained=path)``: official cvnets checkpoints load directly."""
+    return convert_official_affnet(state_dict)
 
 
 _CFGS: dict[str, dict[str, Any]] = {

@@ -50,7 +50,7 @@ from convatlas.models.backbone import LinearHeadBackbone
 from convatlas.registry import Reported, register_model
 
 __all__ = ["FaceMobileNetV2", "FaceShuffleNetV2", "TVConvInvertedResidual", "TVConvBNReLU", "ShuffleUnit",
-           "make_divisible", "convert_official_tvconv", "load_official_tvconv", "OFFICIAL_TVCONV_KWARGS"]
+           "make_divisible", "convert_official_tvconv", "load_official_tvconv", "checkpoint_filter_fn", "OFFICIAL_TVCONV_KWARGS"]
 
 # Official training configuration of the TVConv weight generator (train_test.py defaults).
 OFFICIAL_TVCONV_KWARGS = {"posi_chans": 4, "inter_chans": 64, "inter_layers": 3}
@@ -391,6 +391,13 @@ def convert_official_tvconv(state_dict: Mapping[str, Tensor], model: _FaceNet) -
             raise KeyError(f"convert_official_tvconv: unexpected official key {key!r}")
         out[new] = value
     return adapt_official_tvconv_keys(out, model)
+
+
+def checkpoint_filter_fn(state_dict: Mapping[str, Tensor], model: _FaceNet) -> dict[str, Tensor]:
+    """Hook for ``load_weights`` / ``create_model(pretrained=path)``: official layouts -> ours (a deployed
+    ``TVConv_test`` checkpoint needs ``model.reparameterize()`` before loading; :func:`load_official_tvconv` does
+    that itself)."""
+    return convert_official_tvconv(state_dict, model)
 
 
 def load_official_tvconv(model: _FaceNet, state_dict: Mapping[str, Tensor]) -> _FaceNet:

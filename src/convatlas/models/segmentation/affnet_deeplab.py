@@ -30,7 +30,7 @@ from convatlas.layers.aspp import ASPP
 from convatlas.models.classification.affnet import _CFGS, AFFNet, convert_official_affnet
 from convatlas.registry import Reported, register_model
 
-__all__ = ["AFFNetDeepLabV3", "DeepLabV3Head", "convert_official_affnet_deeplabv3"]
+__all__ = ["AFFNetDeepLabV3", "DeepLabV3Head", "convert_official_affnet_deeplabv3", "checkpoint_filter_fn"]
 
 
 class DeepLabV3Head(nn.Module):
@@ -94,6 +94,11 @@ def convert_official_affnet_deeplabv3(state_dict: Mapping[str, Tensor]) -> dict[
         k = re.sub(r"\.block\.norm\.", ".1.", k)
         out[k] = value
     return out
+
+
+def checkpoint_filter_fn(state_dict: Mapping[str, Tensor], model: nn.Module | None = None) -> dict[str, Tensor]:
+    """Hook for ``load_weights`` / ``create_model(pretrained=path)``: official cvnets segmentation checkpoints."""
+    return convert_official_affnet_deeplabv3(state_dict)
 
 
 _SRC = "official README (256x256; same params for ADE20K and VOC); measured with 150 classes"

@@ -35,7 +35,8 @@ from convatlas.layers.tvconv import adapt_official_tvconv_keys, reparameterize_t
 from convatlas.models.classification.tvconv_nets import OFFICIAL_TVCONV_KWARGS, TVConvInvertedResidual
 from convatlas.registry import Reported, register_model
 
-__all__ = ["TVConvDeepLabV3Plus", "SegMobileNetV2", "convert_torchvision_mobilenetv2_backbone", "load_official_odoc"]
+__all__ = ["TVConvDeepLabV3Plus", "SegMobileNetV2", "convert_torchvision_mobilenetv2_backbone", "load_official_odoc",
+           "checkpoint_filter_fn"]
 
 _SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
 
@@ -184,6 +185,12 @@ def load_official_odoc(model: TVConvDeepLabV3Plus, state_dict: Mapping[str, Tens
         model.reparameterize()
     model.load_state_dict(adapt_official_tvconv_keys(sd, model), strict=True)
     return model
+
+
+def checkpoint_filter_fn(state_dict: Mapping[str, Tensor], model: TVConvDeepLabV3Plus) -> dict[str, Tensor]:
+    """Hook for ``load_weights`` / ``create_model(pretrained=path)``: official od_oc checkpoints (TVConv shape
+    buffers checked and dropped; a ``TVConv_test`` checkpoint needs ``model.reparameterize()`` first)."""
+    return adapt_official_tvconv_keys(dict(state_dict), model)
 
 
 def convert_torchvision_mobilenetv2_backbone(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:

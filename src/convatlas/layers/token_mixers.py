@@ -105,7 +105,11 @@ class SepConv(nn.Module):
         self.pwconv2 = nn.Conv2d(mid, dim, 1, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.act1(self.pwconv1(x))
+        x = self.pwconv1(x)
+        if isinstance(self.act1, StarReLU) and not torch.is_grad_enabled() and x.dtype == self.act1.scale.dtype:
+            x = self.act1.inplace_(x)  # inference: the conv output is ours to overwrite
+        else:
+            x = self.act1(x)
         x = self.act2(self.dwconv(x))
         return self.pwconv2(x)
 

@@ -8,8 +8,9 @@ Block: ``x + DropPath(gamma * MLP(BN(mixer(x))))``; MLP = 1x1 conv C->rC -> GELU
 Stem: Conv 4x4/4 -> BN. Downsampling (stages 2-4): BN -> Conv 2x2/2. Head: avg pool -> Linear C->3C -> GELU ->
 LayerNorm(eps 1e-6) -> Dropout -> Linear 3C->classes.
 
-Inference (eval, no grad, plain CPU tensors): BatchNorm is folded into the first 1x1 conv and layer scale into the
-second, GELU and the residual run in place (same numbers up to rounding); training/autocast/compile use the plain path.
+Inference (eval, no grad, plain CPU tensors): channels-last memory throughout (oneDNN's fast layout for the
+depthwise band convs), BatchNorm is folded into the first 1x1 conv and layer scale into the second, GELU and the
+residual run in place (same numbers up to rounding); training/autocast/compile use the plain path.
 
 Card facts (exact counts from timm 1.0.31 ``inception_next_*``, 1000 classes; our state dict equals timm's, so
 timm / official checkpoints load strictly): atto 4,156,520; tiny 28,055,680; small 49,374,016; base 86,672,136.
@@ -244,6 +245,14 @@ class InceptionNeXt(StagedBackbone):
         self.head = MlpClassifierHead(dims[-1], num_classes, global_pool, head_mlp_ratio, drop_rate)
         self.head_hidden_size = self.head.num_features
         self.apply(_init_weights)
+
+    def forward_stages(self, x: Tensor, max_index: int | None = None) -> list[Tensor]:
+        """(B, C, H, W) -> per-stage maps. Inference on CPU runs in channels-last memory: oneDNN's depthwise
+        band convolutions are 2x (batch 1) to 20x (batch 16) faster there than on NCHW, and the 1x1 convs
+        take its fast path too; the maps keep their (B, C, H, W) shape and values."""
+        if not self.training and use_fast_inference(x) and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return super().forward_stages(x, max_index)
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         """(B, C, h, w) -> logits (B, num_classes), or (B, head_hidden_size) pre-logits."""

@@ -196,8 +196,11 @@ class ConvNeXtContract(nn.Module):
     """Input check and head half of the backbone contract shared by :class:`ConvNeXt` and the isotropic
     variant (card: convnext). A subclass sets ``in_chans``, ``num_classes``, ``total_stride`` (the input must be
     a multiple of it), ``head`` (a head with ``forward(x, pre_logits)``, ``reset`` and ``fc``) and optionally
-    ``norm_pre``, and defines ``forward_features``/``forward_stages``.
+    ``norm_pre``, and defines ``forward_features``; ``forward_stages`` runs ``stem`` then the modules of
+    ``stage_attr``.
     """
+
+    stage_attr: str = "stages"
 
     @property
     def _name(self) -> str:
@@ -208,6 +211,20 @@ class ConvNeXtContract(nn.Module):
                     multiple_of=self.total_stride)  # fmt: skip
         # channels-last internally: the NHWC LayerNorm/Linear of every block then read contiguous memory
         return x.contiguous(memory_format=torch.channels_last)
+
+    def forward_stages(self, x: Tensor, max_index: int | None = None) -> list[Tensor]:
+        """(B, C, H, W) -> the output of each module of ``self.<stage_attr>`` (stages, or the isotropic blocks)
+        [(B, C_i, H/r_i, W/r_i)], up to index ``max_index`` (default all)."""
+        x = self.stem(self._check(x))
+        stages = getattr(self, self.stage_attr)
+        last = len(stages) - 1 if max_index is None else max_index
+        feats = []
+        for i, stage in enumerate(stages):
+            if i > last:
+                break
+            x = stage(x)
+            feats.append(x)
+        return feats
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         """(B, num_features, h, w) -> logits (B, num_classes), or pooled features if ``pre_logits``."""
@@ -363,19 +380,7 @@ class ConvNeXt(ConvNeXtContract):
         self.head_hidden_size = self.head.num_features
         init_weights(self, head_init_scale)
 
-    # ---- backbone contract (head/classifier part in ConvNeXtContract) ----------------------------------------
-    def forward_stages(self, x: Tensor, max_index: int | None = None) -> list[Tensor]:
-        """(B, C, H, W) -> per-stage maps [(B, C_i, H/r_i, W/r_i)], up to stage ``max_index`` (default all)."""
-        x = self.stem(self._check(x))
-        last = len(self.stages) - 1 if max_index is None else max_index
-        feats = []
-        for i, stage in enumerate(self.stages):
-            if i > last:
-                break
-            x = stage(x)
-            feats.append(x)
-        return feats
-
+    # ---- backbone contract (input check, stages and head in ConvNeXtContract) --------------------------------
     def forward_features(self, x: Tensor) -> Tensor:
         """(B, C, H, W) -> (B, num_features, H/32, W/32) (normalised for ``head_norm_first`` variants)."""
         x = self.stages(self.stem(self._check(x)))

@@ -57,6 +57,8 @@ class ConvNeXtIsotropic(ConvNeXtContract):
             does for ViTs; ``features_only`` picks blocks with ``out_indices``.
     """
 
+    stage_attr = "blocks"  # forward_stages / features_only return block outputs
+
     def __init__(
         self,
         in_chans: int = 3,
@@ -100,18 +102,6 @@ class ConvNeXtIsotropic(ConvNeXtContract):
             dim, num_classes, pool_type=global_pool, drop_rate=drop_rate, norm_eps=norm_eps
         )
         init_weights(self, head_init_scale)
-
-    def forward_stages(self, x: Tensor, max_index: int | None = None) -> list[Tensor]:
-        """(B, C, H, W) -> block outputs [(B, dim, H/16, W/16)] up to block ``max_index`` (default all)."""
-        x = self.stem(self._check(x))
-        last = len(self.blocks) - 1 if max_index is None else max_index
-        feats = []
-        for i, blk in enumerate(self.blocks):
-            if i > last:
-                break
-            x = blk(x)
-            feats.append(x)
-        return feats
 
     def forward_features(self, x: Tensor) -> Tensor:
         """(B, C, H, W) -> (B, dim, H/16, W/16)."""

@@ -6,6 +6,10 @@ per-sample, per-channel kernel Z ⊙ W of length L, through :func:`convatlas.ops
 ``F.conv1d`` with B·C groups and an L-tap kernel (naive reference, O(L^2)), forward only, same inputs.
 Part 2: Terminator forward+backward (batch 8) at the paper's input sizes, achieved GFLOP/s (MACs counted by
 FlopCounterMode; the 1-D FFT convolution is not counted) and fraction of the fp32 matmul peak.
+Part 3: whole-model ``torch.compile`` (fullgraph, inference) of the tiny test model: cold compile time (fresh
+inductor cache, FX-graph cache off), split into this process's CPU time (dynamo/inductor) and the g++ CPU time of
+the generated kernels (compile workers disabled so g++ runs as a child of this process), and eager vs compiled
+forward time.
 
     python -m benchmarks.hyperzzw_global [--quick]
 """
@@ -25,6 +29,53 @@ def naive_global(hk: torch.Tensor, x: torch.Tensor, z: torch.Tensor) -> torch.Te
     b, c, l = z.shape
     ker = (x * hk).reshape(b * c, 1, l).flip(-1)
     return F.conv1d(F.pad(z.reshape(1, b * c, l), (l - 1, 0)), ker, groups=b * c).reshape(b, c, l)
+
+
+def compile_row() -> dict:
+    """Cold whole-model compile of ``test_hyperzzw`` (see Part 3 of the module docstring)."""
+    import os
+    import resource
+    import tempfile
+    import time
+
+    import torch._dynamo
+    import torch._inductor.config as inductor_config
+
+    torch.manual_seed(0)
+    m = create_model("test_hyperzzw").eval()
+    x = torch.randn(2, 3, 8, 8)
+    old = {k: os.environ.get(k) for k in ("TORCHINDUCTOR_CACHE_DIR", "TORCHINDUCTOR_COMPILE_THREADS")}
+    with tempfile.TemporaryDirectory() as d:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = d
+        os.environ["TORCHINDUCTOR_COMPILE_THREADS"] = "1"
+        fx_cache, threads = inductor_config.fx_graph_cache, inductor_config.compile_threads
+        inductor_config.fx_graph_cache, inductor_config.compile_threads = False, 1
+        torch._dynamo.reset()
+        try:
+            s0, c0 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+            t0 = time.perf_counter()
+            cm = torch.compile(m, fullgraph=True)
+            with torch.no_grad():
+                y = cm(x)
+            wall = time.perf_counter() - t0
+            s1, c1 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+            with torch.no_grad():
+                err = (y - m(x)).abs().max().item()
+                t_eager = time_fn(lambda: m(x), 3, 20)
+                t_comp = time_fn(lambda: cm(x), 3, 20)
+        finally:
+            inductor_config.fx_graph_cache, inductor_config.compile_threads = fx_cache, threads
+            for k, v in old.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+            torch._dynamo.reset()
+    self_cpu = (s1.ru_utime + s1.ru_stime) - (s0.ru_utime + s0.ru_stime)
+    gxx_cpu = (c1.ru_utime + c1.ru_stime) - (c0.ru_utime + c0.ru_stime)
+    return {"part": "compile_test_hyperzzw", "compile_wall_s": wall, "self_cpu_s": self_cpu, "gxx_cpu_s": gxx_cpu,
+            "est_idle_2core_s": self_cpu + gxx_cpu / 2, "max_abs_err_vs_eager": err, "eager_ms": t_eager * 1e3,
+            "compiled_ms": t_comp * 1e3, "speedup_compiled": ratio(t_eager, t_comp)}
 
 
 def main(argv=None) -> None:
@@ -60,7 +111,10 @@ def main(argv=None) -> None:
         rows.append({"part": "fwd_bwd_batch8", "model": name, "ms": t * 1e3, "gflops": gf,
                      "frac_fp32_peak": fraction_of_peak(gf, peak)})
         print(rows[-1])
-    meta["notes"] = "reference = grouped F.conv1d with an L-tap kernel per (sample, channel); same run, same inputs"
+    rows.append(compile_row())
+    print(rows[-1])
+    meta["notes"] = ("reference = grouped F.conv1d with an L-tap kernel per (sample, channel); same run, same inputs."
+                     " compile: est_idle_2core_s = self CPU + g++ CPU / 2 (two compile workers on an idle machine)")
     write_results("hyperzzw_global", rows, meta)
 
 

@@ -17,6 +17,15 @@ Card facts:
   label 999 officially, ``-100`` here); the withdrawal phase is labels 2..8.
 - Training data (official ymls): 1x features sub-sampled with factor 5 (:func:`temporal_subsample`) plus the 5
   augmented feature sets at factor 1; validation on 1x features sub-sampled by 5; batch 6.
+- Frame features (official data/feature_extraction, checked): every 5th frame, resized to 224x224, ImageNet
+  mean/std, ResNet-50 (ImageNet) GAP features (:func:`encode_frames`); the 5 augmented sets repeat the encoding
+  with a per-frame ``RandomChoice`` of [ColorJitter (brightness/contrast/saturation factors drawn once from
+  U(0.9, 1.1), i.e. jitter ranges of about [0, 2]; hue from U(0, 0.1)), vertical flip p 0.5, horizontal flip
+  p 0.5] (torchvision transforms; torchvision is not a convatlas dependency).
+- Official training loss and schedule: class-weighted CE only (the configured TMSE is not used by training.py;
+  :meth:`~convatlas.tasks.sequence_labelling.SequenceLabellingTask.official_colontcn`), AdamW + per-iteration
+  linear warm-up/decay (:func:`colontcn_optimizer`). Folds: :mod:`convatlas.engine.kfold` ships the official
+  REAL-Colon 4-fold / 5-fold lists.
 - Official checkpoint keys (``conv_first_layer``, ``stage1.network.{i}.conv{1,2}.weight_{g,v}``,
   ``stage1.last_layer``) load through :func:`convert_official_colontcn`.
 Training (losses CE + TMSE, metrics, dual k-fold protocol): :mod:`convatlas.tasks.sequence_labelling`,

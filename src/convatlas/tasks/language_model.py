@@ -138,12 +138,16 @@ class ChunkedLanguageModelTask(LanguageModelTask):
                              "its sequences (serve ChunkedSequences in order, DataLoader(batch_size=None))")
         logits, new = model(ids, caches=caches, return_caches=True)
         self._caches[key] = [c.detach() for c in new]  # truncation point: no graph across chunks
-        if torch.is_grad_enabled() and not logits.requires_grad:
-            # e.g. a chunk before the first compression with only the compressors trainable: the loss does not
-            # depend on the trained parameters; a zero-weighted anchor keeps backward() valid (zero gradients)
-            anchor = next((p for p in model.parameters() if p.requires_grad), None)
-            if anchor is not None:
-                logits = logits + 0.0 * anchor.sum()
+        if torch.is_grad_enabled() and model.training:
+            # Chunks before the first compression do not use the compressors. Single process: their gradients stay
+            # None and AdamW skips them (as in the official loop); only if the loss depends on no trained parameter
+            # at all (compressors-only training) one parameter is anchored with weight 0 so backward() is valid.
+            # DDP needs every parameter in every graph: then all trainable parameters are anchored (zero grads).
+            params = [p for p in model.parameters() if p.requires_grad]
+            distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+            if params and (distributed or not logits.requires_grad):
+                anchors = params if distributed else params[:1]
+                logits = logits + 0.0 * torch.stack([p.reshape(-1)[0].float() for p in anchors]).sum()
         return logits
 
     def reset(self) -> None:

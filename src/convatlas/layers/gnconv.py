@@ -41,6 +41,9 @@ class GnConv(nn.Module):
             depthwise ``kernel_size`` conv with bias (HorNet 7x7); GF variants pass a GlobalLocalFilter factory.
         kernel_size: depthwise kernel of the default spatial op.
         scale: s multiplying the spatial op's output (1/3 in HorNet; the official default is 1.0).
+        in_dim: input channels of ``proj_in`` (default C); HorFPN's decoder convs map in_dim -> C.
+        proj_out: keep the final 1x1 ``proj_out`` (C -> C); False replaces it by identity (official
+            ``GNConvModule(proj_out=False)``).
     """
 
     def __init__(
@@ -50,18 +53,20 @@ class GnConv(nn.Module):
         spatial_layer: Callable[[int], nn.Module] | None = None,
         kernel_size: int = 7,
         scale: float = 1.0,
+        in_dim: int | None = None,
+        proj_out: bool = True,
     ) -> None:
         super().__init__()
         self.order = order
         self.dims = gnconv_dims(dim, order)
         self.scale = scale
         d = sum(self.dims)
-        self.proj_in = nn.Conv2d(dim, 2 * dim, 1)
+        self.proj_in = nn.Conv2d(in_dim or dim, 2 * dim, 1)
         if spatial_layer is None:
             self.dwconv = nn.Conv2d(d, d, kernel_size, padding=(kernel_size - 1) // 2, groups=d)
         else:
             self.dwconv = spatial_layer(d)
-        self.proj_out = nn.Conv2d(dim, dim, 1)
+        self.proj_out = nn.Conv2d(dim, dim, 1) if proj_out else nn.Identity()
         self.pws = nn.ModuleList([nn.Conv2d(self.dims[i], self.dims[i + 1], 1) for i in range(order - 1)])
 
     def forward(self, x: Tensor) -> Tensor:

@@ -128,16 +128,28 @@ def check_bf16_and_channels_last(model: nn.Module, x: torch.Tensor, pure_bf16: b
         torch.testing.assert_close(ycl, ref, atol=1e-4, rtol=1e-3)
 
 
-def check_tiny(name: str, num_classes: int = 10, pure_bf16: bool = True) -> tuple[nn.Module, torch.Tensor]:
-    """Contract, bad inputs, state-dict round trip, bf16 and channels_last on the registered model ``name`` at
-    its ``test_input_size`` (batch 2); returns the (eval-mode) model and input for family-specific checks."""
+def check_tiny(name: str, num_classes: int | None = None, pure_bf16: bool = True, grad_checkpointing: bool = False,
+               any_size: tuple[int, int] | None = None, **kwargs: Any) -> tuple[nn.Module, torch.Tensor]:
+    """The backbone checks on the registered model ``name`` (built with ``num_classes`` and ``kwargs``) at its
+    ``test_input_size`` (batch 2): contract, bad inputs, state-dict round trip, bf16 and channels_last, and
+    optionally activation checkpointing and a forward at another resolution ``any_size`` = (H, W). Returns the
+    (eval-mode) model and input for family-specific checks."""
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
     torch.manual_seed(0)
-    model = create_model(name)
+    model = create_model(name, **kwargs)
+    classes = kwargs.get("num_classes", get_entry(name).num_classes)
     x = torch.randn(2, *get_entry(name).test_input_size)
-    check_contract(model, x, num_classes)
+    check_contract(model, x, classes)
     check_bad_inputs(model, x)
-    check_state_dict_roundtrip(model, lambda: create_model(name), x)
+    check_state_dict_roundtrip(model, lambda: create_model(name, **kwargs), x)
     check_bf16_and_channels_last(model, x, pure_bf16=pure_bf16)
+    if grad_checkpointing:
+        check_grad_checkpointing(model, torch.randn_like(x))
+    model.eval()
+    if any_size is not None:
+        with torch.no_grad():
+            assert model(torch.randn(1, x.shape[1], *any_size)).shape == (1, classes)
     return model, x
 
 

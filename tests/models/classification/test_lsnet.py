@@ -10,11 +10,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from backbone_checks import (  # noqa: E402
-    check_bad_inputs,
-    check_bf16_and_channels_last,
-    check_contract,
-    check_grad_checkpointing,
-    check_state_dict_roundtrip,
+    check_tiny,
     train_digits,
 )
 
@@ -95,16 +91,7 @@ def test_attention_bias_table_lookup() -> None:
 
 
 def test_contract_and_safety() -> None:
-    torch.manual_seed(0)
-    model = create_model("test_lsnet", num_classes=6)
-    x = torch.randn(2, 3, 64, 64)
-    check_contract(model, x, 6)
-    check_bad_inputs(model, x)
-    check_state_dict_roundtrip(model, lambda: create_model("test_lsnet", num_classes=6), x)
-    check_bf16_and_channels_last(model, x)
-    check_grad_checkpointing(model, torch.randn(2, 3, 64, 64))
-    with torch.no_grad():
-        assert model.eval()(torch.randn(1, 3, 72, 40)).shape == (1, 6)
+    model, x = check_tiny("test_lsnet", num_classes=6, grad_checkpointing=True, any_size=(72, 40))
 
 
 def test_official_keys_convert() -> None:

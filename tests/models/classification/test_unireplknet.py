@@ -11,12 +11,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
 from backbone_checks import (  # noqa: E402
-    check_bad_inputs,
-    check_bf16_and_channels_last,
-    check_contract,
-    check_grad_checkpointing,
     check_reported,
-    check_state_dict_roundtrip,
+    check_tiny,
     train_digits,
 )
 
@@ -131,16 +127,7 @@ def test_block_kernel_size_zero_and_five() -> None:
 
 
 def test_contract_and_safety() -> None:
-    torch.manual_seed(0)
-    model = create_model("test_unireplknet", num_classes=7)
-    x = torch.randn(2, 3, 64, 64)
-    check_contract(model, x, 7)
-    check_bad_inputs(model, x)
-    check_state_dict_roundtrip(model, lambda: create_model("test_unireplknet", num_classes=7), x)
-    check_bf16_and_channels_last(model, x)
-    check_grad_checkpointing(model, torch.randn(2, 3, 64, 64))
-    with torch.no_grad():
-        assert model.eval()(torch.randn(1, 3, 45, 71)).shape == (1, 7)  # any resolution
+    model, x = check_tiny("test_unireplknet", num_classes=7, grad_checkpointing=True, any_size=(45, 71))
     feats = create_model("test_unireplknet", features_only=True, out_indices=(1, 3))
     maps = feats(x)
     assert [m.shape[1] for m in maps] == [32, 128] and [m.shape[-1] for m in maps] == [8, 2]

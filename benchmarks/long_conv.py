@@ -364,7 +364,8 @@ def main(argv=None) -> None:
                  "L+Lk-1 rounded to a 5-smooth size, reused workspaces for blocks >= 2^23 samples; naive = unblocked "
                  "PyTorch with FFT size 2L (kernel FFT recomputed per call, as naive code does); gemm = real-GEMM "
                  "Monarch (four real GEMMs).")
-    notes.append("Sections train / crossover / dispatch / memory / sparse follow (also in the JSON under meta.sections).")
+    notes.append("Sections train / crossover / dispatch / memory / sparse follow (also in the JSON under "
+                 "meta.sections).")
     _, md = write_results("long_conv", sc, meta, title="Long convolution (flashfftconv) on CPU", notes=notes,
                           echo=False)
     extra = "".join(f"\n## {name}\n\n{markdown_table(rs)}" for name, rs in meta["sections"].items())

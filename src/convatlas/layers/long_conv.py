@@ -106,7 +106,7 @@ class FlashFFTConv(nn.Module):
         fft_size: FFT size ``N`` (a power of two in [256, 4,194,304] officially; any size >= 2 here). Inputs have
             ``L <= N``; with ``N >= L + Lk - 1`` (e.g. ``N = 2L``) the result is the causal linear convolution.
         dtype: accepted for API compatibility (inputs of any float dtype are computed in fp32 and cast back).
-        backend: ``"auto"``, ``"torch"`` or ``"monarch"``.
+        backend: ``"auto"``, ``"torch"``, ``"monarch"`` or ``"gemm"`` (real-GEMM Monarch).
 
     ``u`` ``(B, H, L)``, ``k`` ``(H, Lk)`` fp32; returns ``(B, H, L)`` of ``u.dtype``. The kernel spectrum is
     cached while the same kernel tensor (same storage and version) is passed and it does not need a gradient.

@@ -441,16 +441,18 @@ def _workspace(rows: int, n: int, seq_len: int, dt: torch.dtype, device: torch.d
     return bufs
 
 
-# From n = 2^17 on, no block is L2-resident anyway (one row's spectrum is >= 512 KiB); blocks then grow to ~2^21
-# samples (L3) so MKL's per-call plan set-up (~1 ms at n = 2^17, measured) is shared by >= 16 rows: at L = 64K this
-# measured 1.65x -> 2.3x over naive with other benchmarks interleaved (cache-cold), equal when cache-warm.
+# From n = 2^17 on, no block is L2-resident anyway (one row's spectrum is >= 512 KiB); blocks then hold up to 16
+# rows and ~2^22 samples, so MKL's per-call plan set-up (~10 ns per point: ~1 ms at n = 2^17, ~6 ms at 2^19) is
+# shared by several rows. Measured at L = 64K: 1.65x -> 2.3x over naive with other benchmarks interleaved (16 rows
+# vs 4); at L = 256K, 8 rows vs 4: 1.9x -> 2.0x (both with a warm allocator).
 _LARGE_FFT = 1 << 17
-_BLOCK_SAMPLES_LARGE = 1 << 21
+_BLOCK_SAMPLES_LARGE = 1 << 22
 
 
 def _block_rows(n: int) -> int:
-    per_block = _BLOCK_SAMPLES if n < _LARGE_FFT else max(_BLOCK_SAMPLES, _BLOCK_SAMPLES_LARGE)
-    return max(4, min(256, per_block // max(n, 1)))
+    if n >= _LARGE_FFT:
+        return max(4, min(16, max(_BLOCK_SAMPLES, _BLOCK_SAMPLES_LARGE) // n))
+    return max(4, min(256, _BLOCK_SAMPLES // max(n, 1)))
 
 
 def _blocks(bsz: int, h: int, n: int):

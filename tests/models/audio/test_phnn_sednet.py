@@ -163,3 +163,15 @@ def test_official_state_dict_layout_loads(kind: str) -> None:
     x = torch.randn(2, 4, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(dst(x), src(x))
+
+
+def test_meta_gru_stand_in_counts_the_same_macs() -> None:
+    """On the meta device the GRU is replaced by a loop-free stand-in with the same output shape and matmul MACs."""
+    from convatlas.analysis.complexity import measure_complexity
+
+    torch.manual_seed(0)
+    kw = dict(in_chans=8, freq_dim=256, rnn_size=32, n_rnn=2, fc_size=32)
+    cpu = measure_complexity(PHCSEDnet(**kw).eval(), (torch.randn(1, 8, 256, 32),)).gmacs
+    with torch.device("meta"):
+        meta = measure_complexity(PHCSEDnet(**kw).eval(), (torch.empty(1, 8, 256, 32),)).gmacs
+    assert cpu == pytest.approx(meta, rel=1e-9)

@@ -16,7 +16,7 @@ from convatlas.analysis.complexity import count_params  # noqa: E402
 from convatlas.layers.phc_conv import PHConv  # noqa: E402
 from convatlas.models.classification.phnn import PHCResNet, add_grayscale_channel  # noqa: E402
 
-VARIANTS = list_models(paper="phnn")
+VARIANTS = list_models(paper="phnn", task="classification")  # SEDnet: tests/models/audio
 
 
 def test_all_variants_registered() -> None:

@@ -127,6 +127,8 @@ class PHCSEDnet(nn.Module):
             )
         h = self.cnn(x)  # (B, C4, F', T')
         h = h.permute(0, 3, 1, 2).flatten(2)  # (B, T', C4 * F'): channel-major, as the official reshape
+        if h.device.type == "meta":  # shape/MAC counting only: the GRU's T-step loop is slow on the meta device
+            return _gru_meta(self.rnn, h)
         return self.rnn(h)[0]
 
     def forward(self, x: Tensor) -> Tensor:
@@ -137,6 +139,22 @@ class PHCSEDnet(nn.Module):
     def predict_proba(self, x: Tensor) -> Tensor:
         """Per-frame event probabilities (the official model's sigmoid output), (B, T', num_classes)."""
         return torch.sigmoid(self.forward(x).float())
+
+
+def _gru_meta(rnn: nn.GRU, x: Tensor) -> Tensor:
+    """Meta-device stand-in for a batch-first (bi)GRU: the same output shape and the same matmul MACs
+    (per step and direction: W_ih x_t and W_hh h_{t-1}, here batched over all steps), without the T-step loop."""
+    b, t, _ = x.shape
+    out = x
+    for layer in range(rnn.num_layers):
+        outs = []
+        for sfx in ("", "_reverse")[: 1 + int(rnn.bidirectional)]:
+            gi = out.reshape(b * t, -1) @ getattr(rnn, f"weight_ih_l{layer}{sfx}").T
+            h = torch.empty(b * t, rnn.hidden_size, device=x.device, dtype=x.dtype)
+            gh = h @ getattr(rnn, f"weight_hh_l{layer}{sfx}").T
+            outs.append((gi + gh)[:, : rnn.hidden_size].reshape(b, t, rnn.hidden_size))
+        out = torch.cat(outs, -1)
+    return out
 
 
 def checkpoint_filter_fn(state_dict: dict[str, Tensor], model: PHCSEDnet) -> dict[str, Tensor]:

@@ -149,3 +149,26 @@ def test_hankel_mode_channels_and_linear() -> None:
         GConv(4, 32, mode="cat_hankel")
     with pytest.raises(ValueError, match="channels"):
         GConv(4, 32, channels=0)
+
+
+def test_interpolation_semantics_nearest_linear_sum() -> None:
+    """Pieces written out independently: nearest = repeat each tap 2^max(0,i-1) times; linear (align_corners=False)
+    at scale 2 = (3/4, 1/4) mixes of neighbours with edge clamping; 'sum' = sum of zero-padded upsampled pieces."""
+    torch.manual_seed(0)
+    near = GConv(2, 32, kernel_dim=4, mode="cat_randn_nearest", decay_min=1, decay_max=1)
+    k = near.raw_kernel()[0]  # multiplier 1: pieces are the upsampled sub-kernels
+    expect = torch.cat([p[0].repeat_interleave(2 ** max(0, i - 1), -1) for i, p in enumerate(near.kernel_list)], -1)
+    torch.testing.assert_close(k, expect)
+    lin = GConv(2, 32, kernel_dim=4, mode="cat_randn", decay_min=1, decay_max=1)
+    x = lin.kernel_list[2][0]  # scale 2 piece, taps 8..15 of the kernel
+    left = torch.cat([x[:, :1], x[:, :-1]], -1)
+    right = torch.cat([x[:, 1:], x[:, -1:]], -1)
+    piece = torch.stack([0.75 * x + 0.25 * left, 0.75 * x + 0.25 * right], -1).flatten(1)
+    torch.testing.assert_close(lin.raw_kernel()[0][:, 8:16], piece)
+    sm = GConv(2, 32, kernel_dim=4, mode="sum_randn_nearest", decay_min=2, decay_max=2)
+    s = sm.num_scales
+    total = torch.zeros(2, sm.kernel_length)
+    for i, p in enumerate(sm.kernel_list):
+        up = (p[0] * 2.0 ** (s - i - 1)).repeat_interleave(2**i, -1)
+        total[:, : up.shape[-1]] += up
+    torch.testing.assert_close(sm.raw_kernel()[0], total)

@@ -33,7 +33,11 @@ from convatlas.layers import DropPath
 from convatlas.models.backbone import LinearHeadBackbone, checkpoint_seq
 from convatlas.registry import Reported, register_model
 
-__all__ = ["checkpoint_filter_fn", "imagenet_train_config", "IMAGENET1K_RECIPE", "RaftMLP", "RaftTokenMixing", "CrossScaleEmbedding", "ChannelBlock", "OriginalTokenMixing"]
+__all__ = [
+    "checkpoint_filter_fn", "imagenet_train_config", "IMAGENET1K_RECIPE",
+    "RaftMLP", "RaftTokenMixing", "CrossScaleEmbedding", "ChannelBlock", "OriginalTokenMixing",
+    "PatchMixerEmbedding",
+]
 
 
 class CrossScaleEmbedding(nn.Module):

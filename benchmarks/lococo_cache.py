@@ -120,7 +120,8 @@ def _extension(ctx: int, long: int, mem: int, lm_steps: int, comp_steps: int, se
     hh.load_state_dict(sd)
     res["hh"] = acc(hh, long)
     ids, tg = make_retrieval_batch(comp_steps * 64, long, generator=torch.Generator().manual_seed(seed + 7), **kw)
-    for name, mode, rope in (("lococo", "inference", None), ("lococo_post_training", "post_training", (long + 1) / (ctx + 1)),
+    rope_factor = (long + 1) / (ctx + 1)
+    for name, mode, rope in (("lococo", "inference", None), ("lococo_post_training", "post_training", rope_factor),
                              ("lococo_post_training_no_rope", "post_training", None)):
         m = lm("conv")
         m.load_state_dict(sd, strict=False)
@@ -177,10 +178,10 @@ def main(argv=None) -> None:
         rows.append(r)
     meta["notes"] = ("retrieval rows: accuracy on 1024 held-out sequences (chance 1/8); LoCoCo trained with the "
                      "official procedure (lococo_train: chunk by chunk, detached cache, compressors + embedding/norms "
-                     "trainable, LM frozen); norms_only = same with the compressors frozen. context_extension row: LM trained on 33 "
-                     "tokens, read 65 through the 8-slot cache; inference vs post-training mode (LoRA lr x100, RoPE "
-                     "linear scaling 65/33, and without it). prefill rows: lococo_tiny_lm (random weights), "
-                     "reference = same model with a full cache in one causal pass.")
+                     "trainable, LM frozen); norms_only = same with the compressors frozen. "
+                     "context_extension row: LM trained on 33 tokens, read 65 through the 8-slot cache; inference "
+                     "vs post-training mode (LoRA lr x100, RoPE linear scaling 65/33, and without it). "
+                     "prefill rows: lococo_tiny_lm (random weights), reference = same model with a full cache in one causal pass.")
     write_results("lococo_cache", rows, meta)
 
 

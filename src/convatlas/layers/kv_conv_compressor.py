@@ -131,7 +131,9 @@ class KVConvCompressor(nn.Module):
         self.m_conv = int(mem_size * (1 - hh_keep_rate))
         self.keep_hh = mem_size - self.m_conv
         if self.m_conv < 1:
-            raise ValueError(f"KVConvCompressor: mem_size {mem_size} with hh_keep_rate {hh_keep_rate} leaves no conv slot")
+            raise ValueError(
+                f"KVConvCompressor: mem_size {mem_size} with hh_keep_rate {hh_keep_rate} leaves no conv slot"
+            )
         if local_len > self.keep_hh:
             raise ValueError(f"KVConvCompressor: local_len {local_len} exceeds the {self.keep_hh} heavy-hitter slots")
         self.local_len = local_len

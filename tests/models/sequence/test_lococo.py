@@ -65,7 +65,8 @@ def test_lococo_param_groups_and_rope_scale():
     _, (a1,) = acc(ids[:, :8], return_caches=True)
     _, (a2,) = acc(ids[:, 8:], caches=[a1], return_caches=True)
     torch.testing.assert_close(a2.scores[..., :8], c2.scores[..., :8] + c1.scores)
-    torch.testing.assert_close(c2.scores.sum(-1), torch.full_like(c2.scores.sum(-1), 8.0))  # 8 query rows, each sums to 1
+    col_total = c2.scores.sum(-1)
+    torch.testing.assert_close(col_total, torch.full_like(col_total, 8.0))  # 8 query rows, each sums to 1
     lm.set_rope_scale(2.0)
     assert all(b.attn.rope_scale == 2.0 for b in lm.blocks)
     from convatlas.models.sequence.tiny_lm import apply_rope

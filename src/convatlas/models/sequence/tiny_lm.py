@@ -144,7 +144,9 @@ class TinyLM(nn.Module):
         self.cache_method, self.mem_size, self.block_size, self.buffer = cache_method, mem_size, block_size, buffer
         self.detach_cache, self.local_len = detach_cache, local_len
         self.embed = nn.Embedding(vocab_size, dim)
-        self.blocks = nn.ModuleList([Block(dim, heads, mlp_ratio, rope_base, rope_scale, accumulate_scores) for _ in range(depth)])
+        self.blocks = nn.ModuleList(
+            [Block(dim, heads, mlp_ratio, rope_base, rope_scale, accumulate_scores) for _ in range(depth)]
+        )
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, vocab_size, bias=False)
         self.compressors = None

@@ -181,7 +181,8 @@ def main(argv=None) -> None:
                      "trainable, LM frozen); norms_only = same with the compressors frozen. "
                      "context_extension row: LM trained on 33 tokens, read 65 through the 8-slot cache; inference "
                      "vs post-training mode (LoRA lr x100, RoPE linear scaling 65/33, and without it). "
-                     "prefill rows: lococo_tiny_lm (random weights), reference = same model with a full cache in one causal pass.")
+                     "prefill rows: lococo_tiny_lm (random weights), reference = same model with a full cache in "
+                     "one causal pass.")
     write_results("lococo_cache", rows, meta)
 
 

@@ -26,11 +26,11 @@ import torch.nn.functional as F
 from benchmarks.common import achieved_gflops, base_parser, fraction_of_peak, ratio, setup, time_fn, write_results
 from convatlas.layers.sgconv import GConv
 
-CASES = [  # name, d_model, length, kernel_dim, batch
-    ("listops", 128, 2048, 1, 4),
-    ("pathfinder", 256, 1024, 32, 8),
-    ("text", 256, 4096, 2, 2),
-    ("pathx", 256, 16384, 64, 1),
+CASES = [  # name, d_model, length, kernel_dim, batch, extra GConv kwargs (LRA configs)
+    ("listops", 128, 2048, 1, 4, {}),
+    ("pathfinder", 256, 1024, 32, 8, {}),
+    ("text", 256, 4096, 2, 2, {}),
+    ("pathx", 256, 16384, 64, 1, dict(mode="cat_cos", decay_min=1, decay_max=3, init_scale=1)),
 ]
 
 
@@ -38,7 +38,7 @@ def naive_forward(layer: GConv, u: torch.Tensor) -> torch.Tensor:
     """The official forward, transcribed: (B, H, L) -> (B, H, L)."""
     seq = u.shape[-1]
     s = layer.num_scales
-    pieces = [F.interpolate(layer.kernel_list[i], scale_factor=2 ** max(0, i - 1), mode="linear")
+    pieces = [F.interpolate(layer.kernel_list[i], scale_factor=2 ** (max(0, i - 1) + layer.init_scale), mode="linear")
               * layer.multiplier ** (s - i - 1) for i in range(s)]
     k = torch.cat(pieces, -1)
     k = k[..., :seq] if k.shape[-1] > seq else F.pad(k, (0, seq - k.shape[-1]))
@@ -65,8 +65,8 @@ def main(argv=None) -> None:
     peak = meta.get("peak_gflops", {}).get("fp32", float("nan"))
     rows = []
     torch.manual_seed(0)
-    for name, h, seq, kd, b in CASES[:2] if args.quick else CASES:
-        layer = GConv(h, seq, kernel_dim=kd, bidirectional=True)
+    for name, h, seq, kd, b, extra in CASES[:2] if args.quick else CASES:
+        layer = GConv(h, seq, kernel_dim=kd, bidirectional=True, **extra)
         u = torch.randn(b, h, seq)
         with torch.no_grad():
             layer(u)  # freezes kernel_norm (first call)

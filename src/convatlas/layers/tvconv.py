@@ -49,10 +49,18 @@ def tvconv_apply(x: Tensor, weight: Tensor, k: int, stride: int, taps: Tensor | 
     h, w = weight.shape[-2:]
     taps = tvconv_taps(weight) if taps is None else taps
     xp = F.pad(x, (p, p, p, p))
+    # stride > 1: split the padded input into stride^2 contiguous phases once, so that every tap reads a unit-stride
+    # window of one phase instead of a strided view (strided reads were up to 10x slower).
+    phases = {(a, b): xp[:, :, a::stride, b::stride].contiguous() for a in range(stride) for b in range(stride)} \
+        if stride > 1 else None
     out = None
     for i in range(k):
         for j in range(k):
-            view = xp[:, :, i : i + stride * (h - 1) + 1 : stride, j : j + stride * (w - 1) + 1 : stride]
+            if phases is None:
+                view = xp[:, :, i : i + h, j : j + w]
+            else:
+                ph = phases[(i % stride, j % stride)]
+                view = ph[:, :, i // stride : i // stride + h, j // stride : j // stride + w]
             if out is None:
                 out = view * taps[i * k + j]
             else:

@@ -14,7 +14,8 @@ configs, every other classification config of the official repository is registe
 Tiny-ImageNet, Places-365, ImageNet-64 Lite, and the README's WaveMix-Lite-8/10, 8/5, 32/7, 64/6 whose exact
 counts 3,566 / 7,156 / 37,058 / 520,106 are reproduced; the two tiniest use parameter-free x2 upsampling instead
 of transposed convs, ``upsample="bilinear"``: mode unconfirmed). Segmentation heads:
-``convatlas.models.segmentation.wavemix_seg``. The super-resolution model (``wavemix.sisr``) is not built.
+``convatlas.models.segmentation.wavemix_seg``; the x2 super-resolution head (``wavemix.sisr``):
+``convatlas.models.restoration.wavemix_sr``.
 The MAC counter ignores the DWT (adds only). No MACs are reported.
 """
 

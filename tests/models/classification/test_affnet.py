@@ -174,7 +174,8 @@ def test_official_checkpoint_outputs_match_official_ops() -> None:
         torch.testing.assert_close(model(x), logits, rtol=1e-4, atol=1e-4)
         u = model.stages[2][1].global_rep[0]
         torch.testing.assert_close(u.filter.w1, sd["layer_3.1.global_rep.0.filter.w1"])
-        torch.testing.assert_close(u.mlp.block[0][0].weight, sd["layer_3.1.global_rep.0.mlp.block.exp_1x1.block.conv.weight"])
+        key = "layer_3.1.global_rep.0.mlp.block.exp_1x1.block.conv.weight"
+        torch.testing.assert_close(u.mlp.block[0][0].weight, sd[key])
 
 
 def test_output_stride_dilates_like_the_official_encoder() -> None:

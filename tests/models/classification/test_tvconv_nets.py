@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
-from backbone_checks import check_reported, check_tiny, train_digits  # noqa: E402
+from backbone_checks import check_tiny, train_digits  # noqa: E402
 
 from convatlas import create_model, list_models  # noqa: E402
 from convatlas.analysis.complexity import measure_entry  # noqa: E402

@@ -101,7 +101,6 @@ def _n_params(sd: dict[str, tuple]) -> int:
 def test_params_equal_official_and_checkpoint_loads(name: str, atom: str) -> None:
     """Registered exact count == the official model's sum(p.numel()); an official checkpoint (same key layout, the
     TVConv shape buffers dropped) loads strictly."""
-    from convatlas.models.classification.tvconv_nets import convert_official_tvconv  # noqa: F401
     from convatlas.registry import get_entry
 
     shapes = official_odoc(atom)

@@ -50,7 +50,8 @@ from convatlas.models.backbone import LinearHeadBackbone
 from convatlas.registry import Reported, register_model
 
 __all__ = ["FaceMobileNetV2", "FaceShuffleNetV2", "TVConvInvertedResidual", "TVConvBNReLU", "ShuffleUnit",
-           "make_divisible", "convert_official_tvconv", "load_official_tvconv", "checkpoint_filter_fn", "OFFICIAL_TVCONV_KWARGS"]
+           "make_divisible", "convert_official_tvconv", "load_official_tvconv", "checkpoint_filter_fn",
+           "OFFICIAL_TVCONV_KWARGS"]
 
 # Official training configuration of the TVConv weight generator (train_test.py defaults).
 OFFICIAL_TVCONV_KWARGS = {"posi_chans": 4, "inter_chans": 64, "inter_layers": 3}
@@ -456,7 +457,8 @@ def _register(name: str, make: Any, doc: str, atom: str) -> None:
 for _w, _wm in _WIDTHS.items():
     for _atom, _prefix in (("tvconv", "tvconv_mobilenetv2"), ("base", "mobilenetv2_face")):
         _register(f"{_prefix}_x{_w}", lambda atom, _wm=_wm, **kw: FaceMobileNetV2(width_mult=_wm, atom=atom, **kw),
-                  f"Face MobileNetV2 x{_wm} with {'TVConv' if _atom == 'tvconv' else 'depthwise'} atoms (card: tvconv).",
+                  f"Face MobileNetV2 x{_wm} with {'TVConv' if _atom == 'tvconv' else 'depthwise'} atoms "
+                  "(card: tvconv).",
                   _atom)
 for _w, _chs in _SHUFFLE.items():
     for _atom, _prefix in (("tvconv", "tvconv_shufflenetv2"), ("base", "shufflenetv2_face")):

@@ -136,7 +136,7 @@ class _LocalMixer(nn.Module):
         return self.out(F.gelu(self.dw(x)[..., : x.shape[-1]])), None  # causal 3-tap
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def one_thread():
     n = torch.get_num_threads()
     torch.set_num_threads(1)

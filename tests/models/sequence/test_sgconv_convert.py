@@ -14,6 +14,16 @@ import torch.nn.functional as F
 from convatlas.layers.sgconv import GConv, convert_official_gconv, sgconv_num_scales
 from convatlas.models.sequence.sgconv import SGConvClassifier, convert_official_sgconv
 
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one intra-op thread (threading only adds overhead, and oversubscribes a shared CI box)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 H, L_MAX, KD = 8, 64, 4
 
 

@@ -288,6 +288,17 @@ def test_lococo(**kwargs) -> TinyLM:
 
 
 # ---------------------------------------------------------------- identities (card "How to verify")
+class _OneThread:
+    """Tiny tensors: one intra-op thread while an identity runs (threads only add overhead; restored after)."""
+
+    def __enter__(self) -> None:
+        self.n = torch.get_num_threads()
+        torch.set_num_threads(1)
+
+    def __exit__(self, *exc) -> None:
+        torch.set_num_threads(self.n)
+
+
 def _random_cache(s: int = 40, d: int = 8, h: int = 2, b: int = 2, dtype=torch.float64) -> KVCache:
     g = torch.Generator().manual_seed(0)
     return KVCache(torch.randn(b, h, s, d, generator=g, dtype=dtype), torch.randn(b, h, s, d, generator=g, dtype=dtype),
@@ -329,7 +340,8 @@ def _equivalence_identity() -> str:
     ref = TinyLM(64, dim=32, depth=2, heads=2, cache_method="full", block_size=None).double()
     ref.load_state_dict(lm.state_dict(), strict=False)
     ids = torch.randint(0, 64, (2, 48))
-    err = (lm(ids) - ref(ids)).abs().max().item()
+    with _OneThread():
+        err = (lm(ids) - ref(ids)).abs().max().item()
     assert err < 1e-10, f"max abs error {err:.2e}"
     return f"48 tokens in 8-token chunks vs one causal pass: max abs error {err:.2e}"
 
@@ -339,9 +351,36 @@ def _constant_memory_identity() -> str:
     torch.manual_seed(0)
     lm = test_lococo().eval()
     sizes = []
-    with torch.no_grad():
+    with torch.no_grad(), _OneThread():
         for n in (32, 64, 128):
             lm(torch.randint(0, 64, (1, n)))
             sizes.append((lm.max_cache_len, sum(c.nbytes() for c in lm.last_caches)))
     assert len({s for s in sizes}) == 1, sizes
     return f"max cache length {sizes[0][0]} tokens ({sizes[0][1]} bytes) for contexts 32, 64, 128"
+
+
+@register_identity("lococo", "official chunked training: cache detached at chunk boundaries, per-chunk graph constant")
+def _truncation_identity() -> str:
+    from convatlas.tasks.language_model import ChunkedLanguageModelTask, ChunkedSequences
+
+    with _OneThread():
+        torch.manual_seed(0)
+        lm = test_lococo().train()
+        task = ChunkedLanguageModelTask()
+        ds = ChunkedSequences(torch.randint(0, 64, (2, 8 * 6)), block_size=8, batch_size=2)
+        sizes = []
+        for i in range(len(ds)):
+            inputs, targets = task.split_batch(ds[i])
+            loss = task.loss(task.forward(lm, inputs), targets)
+            seen, stack = set(), [loss.grad_fn]
+            while stack:
+                f = stack.pop()
+                if f is not None and f not in seen:
+                    seen.add(f)
+                    stack.extend(n for n, _ in f.next_functions)
+            sizes.append(len(seen))
+            loss.backward()
+            assert all(c.k.grad_fn is None and not c.k.requires_grad for c in task._caches[True])
+    assert len(set(sizes[3:])) == 1, sizes
+    assert lm.compressors[0].normalizer.grad is not None
+    return f"graph nodes per chunk {sizes} (constant once compressing), stored caches detached"

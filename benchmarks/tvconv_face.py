@@ -56,9 +56,9 @@ def layer_rows(shapes: list[tuple[int, int, int]], batches: list[int], warmup: i
         for b in batches:
             x = torch.randn(b, c, hw * stride, hw * stride)
             torch.testing.assert_close(layer(x), official_tvconv_test(x, maps, stride), rtol=1e-4, atol=1e-4)
-            t = interleaved_timing({"ours": lambda: layer(x), "official_test": lambda: official_tvconv_test(x, maps, stride),
-                                    "unfold": lambda: tvconv_unfold_reference(x, weight, 3, stride),
-                                    "dw_conv": lambda: dw(x)}, warmup, reps)
+            fns = {"ours": lambda: layer(x), "official_test": lambda: official_tvconv_test(x, maps, stride),
+                   "unfold": lambda: tvconv_unfold_reference(x, weight, 3, stride), "dw_conv": lambda: dw(x)}
+            t = interleaved_timing(fns, warmup, reps)
             gmacs = b * c * 9 * hw * hw / 1e9
             ours = t["ours"].median
             rows.append({"part": "layer", "shape": f"C{c} {hw * stride}->{hw}", "batch": b,

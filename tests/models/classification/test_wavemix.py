@@ -55,10 +55,11 @@ def test_official_key_mapping() -> None:
 
 @pytest.mark.slow
 def test_learns_digits() -> None:
-    """WaveMix-Lite-like (stem 3->8->16, 4 level-1 blocks, C=16) on 32x32 digits: val acc >= 0.95 (measured 0.980; card: 0.977)."""
+    """WaveMix-Lite-like (stem 3->8->16, 4 level-1 blocks, C=16, 22.7 k params) on 16x16 digits, 8 epochs: val acc
+    >= 0.95 (measured 0.987; 0.980 at 32x32 / 12 epochs; card: 0.977)."""
     torch.manual_seed(0)
     model = WaveMix(depth=4, final_dim=16, ff_channel=16, level=1, dropout=0.0, stem="lite", num_classes=10)
-    acc = train_digits(model, size=32, epochs=12, lr=3e-3)
+    acc = train_digits(model, size=16, epochs=8, lr=3e-3)
     assert acc >= 0.95, acc
 
 

@@ -19,7 +19,7 @@ from convatlas.tasks.sequence_labelling import (
 
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def one_intra_op_thread():
     """Small tensors: one intra-op thread avoids OpenMP oversubscription on the shared 2-core CI machine (learning
     check: 2.9 s wall at load 10 vs 59 s with 2 threads)."""
@@ -136,7 +136,7 @@ def test_colontcn_compile():
 
 
 @pytest.mark.slow
-def test_colontcn_learns_synthetic_procedure(one_intra_op_thread):
+def test_colontcn_learns_synthetic_procedure():
     """Reduced ColonTCN (6 blocks) vs per-frame logistic regression on noisy phase features (9 ordered phases).
 
     Thresholds: TCN frame accuracy >= 0.90 on held-out videos, and fewer predicted segments than the per-frame

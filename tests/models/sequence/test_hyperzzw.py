@@ -14,7 +14,7 @@ from convatlas.registry import create_model
 
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def one_intra_op_thread():
     """Tiny tensors: one intra-op thread avoids OpenMP oversubscription on the shared 2-core CI machine (digits
     check: 13.5 s wall at load 10 vs 163 s with 2 threads)."""
@@ -165,7 +165,7 @@ def test_hyperzzw_fast_weight_penalty_and_kar3():
 
 
 @pytest.mark.slow
-def test_hyperzzw_learns_sequential_digits(one_intra_op_thread):
+def test_hyperzzw_learns_sequential_digits():
     """1-D Terminator on 8x8 digits read as 64-pixel sequences, CE(label smoothing 0.09) + slow loss, AdamW 1e-2,
     4 epochs of batch 50. Threshold: val accuracy >= 0.85 (measured 0.927; chance 0.10)."""
     from convatlas.data.digits import load_digits_dataset

@@ -6,7 +6,8 @@ Each row times ours against a reference measured in the same run (interleaved ca
   separable grouped-conv filter-bank passes, pytorch_wavelets' ``afb1d``, reproduced here with F.conv2d); and the
   whole CIFAR-10 WaveMix (144/7, level 1) with each DWT implementation.
 - PHNN: ``PHConv`` (weight = sum_i kron(A_i, F_i) by one einsum, then conv) vs a loop of ``torch.kron`` per
-  component + conv (the official ``kronecker_product2`` style), and vs ``nn.Conv2d`` of the same shape (the cost of the weight materialisation);
+  component + conv (the official ``kronecker_product2`` style), and vs ``nn.Conv2d`` of the same shape (the cost
+  of the weight materialisation);
   and the PHC SEDnet (n = 4, 8 channels) on a 6-second clip.
 - RaftMLP: the raft token-mixing block (one permute + Linear) vs an explicit per-raft gather reference, and the
   whole RaftMLP-S at 224.
@@ -20,7 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from benchmarks.common import achieved_gflops, base_parser, fraction_of_peak, interleaved_timing, ratio, setup, write_results
+from benchmarks.common import (
+    achieved_gflops, base_parser, fraction_of_peak, interleaved_timing, ratio, setup, write_results,
+)
 from convatlas import create_model
 from convatlas.analysis.complexity import measure_complexity
 from convatlas.layers.phc_conv import PHConv
@@ -79,7 +82,8 @@ def wavemix_rows(args, peak: float) -> list[dict]:
         assert torch.allclose(haar_dwt2d_multilevel(x, 1)[0], ref_ll, atol=1e-5)
         t = interleaved_timing({"ours": lambda: haar_dwt2d_multilevel(x, 3), "ref": lambda: filterbank_dwt(x, 3)},
                                args.warmup, args.reps)
-        rows.append({"family": "wavemix", "case": f"Haar DWT 3 levels b{b} C{c} {s}px", "ours_ms": t["ours"].median * 1e3,
+        rows.append({"family": "wavemix", "case": f"Haar DWT 3 levels b{b} C{c} {s}px",
+                     "ours_ms": t["ours"].median * 1e3,
                      "ref_ms": t["ref"].median * 1e3, "speedup": ratio(t["ref"].median, t["ours"].median),
                      "reference": "official filter-bank DWT (grouped convs)"})
     model = create_model("wavemix_144_7_cifar10").eval()

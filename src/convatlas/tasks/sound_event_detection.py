@@ -26,7 +26,8 @@ from convatlas.tasks.base import MetricAccumulator, TaskAdapter, register_task
 __all__ = ["SoundEventDetectionTask", "SEDMetrics", "frame_scores"]
 
 
-def frame_scores(tp: float, fp: float, fn: float, subs: float, dels: float, ins: float, n_ref: float) -> dict[str, float]:
+def frame_scores(tp: float, fp: float, fn: float, subs: float, dels: float, ins: float,
+                 n_ref: float) -> dict[str, float]:
     """Precision / recall / F1 / error rate from accumulated frame counts."""
     precision = tp / max(tp + fp, 1e-12)
     recall = tp / max(tp + fn, 1e-12)

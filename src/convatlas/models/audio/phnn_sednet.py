@@ -98,13 +98,16 @@ class PHCSEDnet(nn.Module):
         self.freq_pool = math.prod(p[0] for p in pool_size)
         self.time_pool = math.prod(p[1] for p in pool_size)
         if freq_dim % self.freq_pool:
-            raise ValueError(f"PHCSEDnet: freq_dim {freq_dim} must be divisible by the frequency pooling {self.freq_pool}")
-        self.in_chans, self.num_classes, self.freq_dim, self.n, self.algebra = in_chans, num_classes, freq_dim, n, algebra
+            raise ValueError(
+                f"PHCSEDnet: freq_dim {freq_dim} must be divisible by the frequency pooling {self.freq_pool}")
+        self.in_chans, self.num_classes, self.freq_dim = in_chans, num_classes, freq_dim
+        self.n, self.algebra = n, algebra
         self.phm_head = phm_head
         blocks, cin = [], in_chans
         for (pf, pt), cout in zip(pool_size, cnn_filters):
             blocks.append(nn.Sequential(
-                _conv(algebra, n, cin, cout), nn.BatchNorm2d(cout), nn.ReLU(), nn.MaxPool2d((pf, pt)), nn.Dropout(dropout)
+                _conv(algebra, n, cin, cout), nn.BatchNorm2d(cout), nn.ReLU(), nn.MaxPool2d((pf, pt)),
+                nn.Dropout(dropout),
             ))
             cin = cout
         self.cnn = nn.Sequential(*blocks)
@@ -250,9 +253,11 @@ for _c in (4, 8, 16):
               _c, algebra="quaternion")
     for _n in (2, 4, 8, 16):
         if _n <= _c:
-            _register(f"phc_sednet_n{_n}_{_c}ch", f"PHC SEDnet n={_n} (official PHMSednet_augmented), {_c}-channel input.",
+            _register(f"phc_sednet_n{_n}_{_c}ch",
+                      f"PHC SEDnet n={_n} (official PHMSednet_augmented), {_c}-channel input.",
                       _c, n=_n)
-_register("phc_sednet_full_n4_8ch", "PHC SEDnet n=4 with PHM head layers (official Full_PHMSednet_augmented), 8 channels.",
+_register("phc_sednet_full_n4_8ch",
+          "PHC SEDnet n=4 with PHM head layers (official Full_PHMSednet_augmented), 8 channels.",
           8, n=4, phm_head=True)
 
 

@@ -238,7 +238,8 @@ class RaftMLP(LinearHeadBackbone):
                 raise ValueError(f"RaftMLP level {i}: the smallest kernel must equal the patch size {patch}")
             grid, red = math.ceil(grid / patch), red * patch
             self.patches.append(patch)
-            emb = CrossScaleEmbedding(cin, dim, kernels) if embedding == "cross" else PatchMixerEmbedding(cin, dim, patch)
+            emb = (CrossScaleEmbedding(cin, dim, kernels) if embedding == "cross"
+                   else PatchMixerEmbedding(cin, dim, patch))
             layers = [RaftLayer(dim, raft, (grid, grid), token_expansion, channel_expansion, drop_rate,
                                 drop_path_rate) for _ in range(depth)]
             self.levels.append(nn.Sequential(emb, *layers))

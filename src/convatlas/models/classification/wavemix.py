@@ -9,8 +9,8 @@ being concatenated to the next finer scale's input; the block output (B, C, H, W
 Card facts: ImageNet configs from the official ``Saved_weights/ImageNet``; params exactly as the official
 package builds them (12,494,536 / 27,857,608 / 49,416,808 / 62,764,776). Submodule names follow the official
 package (``reduction``, ``feedforward{j}.{0,3,4,5}``); :func:`checkpoint_filter_fn` maps the stem (``conv`` ->
-``stem``) and head (``pool.2`` -> ``head``; the level-1 block's ``feedforward`` -> ``feedforward1``). Besides the ImageNet
-configs, every other classification config of the official repository is registered (CIFAR-10/100,
+``stem``) and head (``pool.2`` -> ``head``; the level-1 block's ``feedforward`` -> ``feedforward1``).
+Besides the ImageNet configs, every other classification config of the official repository is registered (CIFAR-10/100,
 Tiny-ImageNet, Places-365, ImageNet-64 Lite, and the README's WaveMix-Lite-8/10, 8/5, 32/7, 64/6 whose exact
 counts 3,566 / 7,156 / 37,058 / 520,106 are reproduced; the two tiniest use parameter-free x2 upsampling instead
 of transposed convs, ``upsample="bilinear"``: mode unconfirmed). Segmentation heads:
@@ -98,7 +98,8 @@ class WaveBlock(nn.Module):
         return y
 
 
-def wavemix_stem(stem: str, dim: int, in_chans: int = 3, patch_size: int = 4, stride: int = 2) -> tuple[nn.Sequential, int]:
+def wavemix_stem(stem: str, dim: int, in_chans: int = 3, patch_size: int = 4,
+                 stride: int = 2) -> tuple[nn.Sequential, int]:
     """The WaveMix stems and their total stride: (B, in_chans, H, W) -> (B, dim, H/r, W/r), returns (stem, r).
 
     ``"pachify"``: 3x3 (C/4) -> 3x3 (C/2) -> p x p stride-p conv (C) -> GELU -> BN; ``"strided"``: two stride-s
@@ -167,7 +168,8 @@ class WaveMix(LinearHeadBackbone):
 
 
 def checkpoint_filter_fn(state_dict: dict[str, Tensor], model: nn.Module | None = None) -> dict[str, Tensor]:
-    """Map an official ``wavemix`` state dict (``conv.*``, ``layers.*`` incl. level-1 ``feedforward.*``, ``pool.2.*``)."""
+    """Map an official ``wavemix`` state dict (``conv.*``, ``layers.*`` incl. level-1 ``feedforward.*``,
+    ``pool.2.*``) to this layout."""
     out = {}
     for k, v in state_dict.items():
         parts = k.split(".")
@@ -258,7 +260,8 @@ _VARIANTS: dict[str, tuple[dict[str, Any], tuple[int, int, int], int, int, str, 
                                     16_294_600, "tinyimagenet_top1", 62.51, _SRC_CKPT),
     "wavemixlite_256_7_imagenet64": (dict(depth=7, final_dim=256, ff_channel=256, **_LITE),
                                      (3, 64, 64), 1000, 9_856_680, "", 0.0,
-                                     "card wavemix: official imagenet64_wavemix_256_lite.py; count from its layer shapes"),
+                                     "card wavemix: official imagenet64_wavemix_256_lite.py; "
+                                     "count from its layer shapes"),
     # Places-365: level 2, C=256, depth 12, pachify p=8 (checkpoint 54.94%; the paper's Places-365 row: 28 M).
     "wavemix_256_12_l2_places365": (dict(depth=12, final_dim=256, ff_channel=256, level=2, patch_size=8),
                                     (3, 256, 256), 365, 28_449_261, "places365_top1", 54.94, _SRC_CKPT),

@@ -55,7 +55,8 @@ class WaveMixSR(nn.Module):
 
 def checkpoint_filter_fn(state_dict: dict[str, Tensor], model: nn.Module | None = None) -> dict[str, Tensor]:
     """Official ``wavemix.sisr`` keys (``conv.*``, ``layers.*``, ``expand.*``) -> this layout."""
-    return {("head." + k[len("expand."):] if k.startswith("expand.") else k): v for k, v in _cls_filter(state_dict).items()}
+    return {("head." + k[len("expand."):] if k.startswith("expand.") else k): v
+            for k, v in _cls_filter(state_dict).items()}
 
 
 @register_model(paper="wavemix", task="super_resolution", input_size=(3, 64, 64), test_input_size=(3, 16, 16),

@@ -71,7 +71,8 @@ class WaveMixSegmentation(nn.Module):
             raise ValueError(f"WaveMixSegmentation: the stem stride must be a power of two, got {self.reduction}")
         dims = list(decoder_dims) if decoder_dims is not None else [c // 2 ** (i + 1) for i in range(ups)]
         if len(dims) != ups:
-            raise ValueError(f"WaveMixSegmentation: {ups} decoder widths needed for stem stride {self.reduction}, got {dims}")
+            raise ValueError(
+                f"WaveMixSegmentation: {ups} decoder widths needed for stem stride {self.reduction}, got {dims}")
         self.layers = nn.Sequential(*[WaveBlock(c, level, mult, ff_channel, dropout, upsample) for _ in range(depth)])
         dec, cin = [], c
         for d in dims:

@@ -24,7 +24,6 @@ Writes benchmarks/results/backbones_all.{json,md}. ~3-5 min on an idle 2-core ma
 from __future__ import annotations
 
 import copy
-import math
 import os
 import sys
 import time

@@ -151,7 +151,7 @@ class MetaFormerBlock(nn.Module):
             y = y.clone()
         x = self._residual_(y, x, self.layer_scale1, self.res_scale1)  # fresh tensor, ours to overwrite
         mlp = self.mlp
-        if not isinstance(mlp.act, StarReLU):
+        if not isinstance(mlp.act, StarReLU) or not isinstance(mlp.norm, nn.Identity):
             return self._residual_(mlp(self.norm2(x)), x, self.layer_scale2, self.res_scale2)
         b = x.shape[0]
         hidden_per_sample = x[0].numel() // mlp.fc1.weight.shape[1] * mlp.fc1.weight.shape[0]

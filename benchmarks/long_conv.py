@@ -359,8 +359,8 @@ def main(argv=None) -> None:
                  + f" at L=4096 (DISPATCH direct_max_taps = {DISPATCH['direct_max_taps']}).")
     notes.append("cpu_speedup columns: the same ratio from per-thread CPU time (time.thread_time) of the same calls; "
                  "on a shared machine it is the steadier figure, the wall-clock ratio is the headline.")
-    notes.append("ours = fused, cache-blocked rfft -> product -> irfft (+ skip) per block of ~2^19 samples (2^21 from "
-                 "n = 2^17: MKL's per-call plan cost is shared by >= 16 rows), FFT size "
+    notes.append("ours = fused, cache-blocked rfft -> product -> irfft (+ skip) per block of ~2^19 samples (from "
+                 "n = 2^17: up to 16 rows / 2^22 samples, sharing MKL's per-call plan cost), FFT size "
                  "L+Lk-1 rounded to a 5-smooth size, reused workspaces for blocks >= 2^23 samples; naive = unblocked "
                  "PyTorch with FFT size 2L (kernel FFT recomputed per call, as naive code does); gemm = real-GEMM "
                  "Monarch (four real GEMMs).")

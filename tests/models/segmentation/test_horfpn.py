@@ -152,3 +152,13 @@ def test_backbone_matches_classifier_trunk() -> None:
     assert isinstance(seg, HorNetUPerNet)
     cls_keys = {k for k in create_model("test_hornet").state_dict() if not k.startswith("head.")}
     assert {k[len("backbone."):] for k in seg.state_dict() if k.startswith("backbone.")} == cls_keys
+
+
+def test_torch_export_matches_eager() -> None:
+    """The segmentation model exports with torch.export (no graph breaks) and computes the same logits."""
+    torch.manual_seed(0)
+    model = create_model("test_horfpn").eval()
+    x = torch.randn(1, 3, 64, 64)
+    ep = torch.export.export(model, (x,))
+    with torch.no_grad():
+        torch.testing.assert_close(ep.module()(x), model(x))

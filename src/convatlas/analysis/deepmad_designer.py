@@ -45,6 +45,10 @@ optima (seeds differ from each other as much as from the published lists; two of
 score below what a 100k-iteration run finds). The published R18 cannot be output by any solver of the official
 program: it exceeds its own flops budget by 0.95% (its conv-only MACs, 1.811e9, are within it). DE on the
 projected integer program finds lower objectives than the evolutionary search in this constrained space.
+The MobileNet-like searches (``deepmad_29M_224.py``: flops 4.5e9, model_size 29e6, rho <= 0.5, ``space_k1dwsek1``)
+are not reproduced here: their config's initial structure has strides (2, 2, 2, 2, 1) while the published
+29M-224 has (1, 2, 2, 2, 2), and the official mutators never change strides, so that config cannot have produced
+the published list as given (read; the K1DWSEK1 accounting/mutators were not re-implemented).
 
 Params and MACs are computed analytically for exactly the network :class:`~convatlas.models.classification.deepmad.
 DeepMADNet` builds (conv weights + BN affine, conv/linear MACs); tests check them against the measured counts.

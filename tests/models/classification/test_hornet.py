@@ -160,3 +160,20 @@ def test_learns_digits(gf: bool) -> None:
     model = HorNet(depths=(1, 1, 1, 1), base_dim=16, num_classes=10, gf_sizes=gf_sizes)
     acc = train_digits(model)
     assert acc >= 0.93, acc
+
+
+def test_gnconv_training_path_matches_reference() -> None:
+    """The CPU training path (depthwise conv on a channels_last copy) gives the reference recursion's outputs and
+    input gradients."""
+    from convatlas.layers.gnconv import _gnconv_reference
+
+    torch.manual_seed(0)
+    m = GnConv(32, 3, scale=1 / 3).double()
+    x = torch.randn(2, 32, 9, 7, dtype=torch.float64, requires_grad=True)
+    y = m(x)
+    (gx,) = torch.autograd.grad(y.square().sum(), x)
+    x2 = x.detach().clone().requires_grad_(True)
+    y2 = _gnconv_reference(m, x2)
+    (gx2,) = torch.autograd.grad(y2.square().sum(), x2)
+    torch.testing.assert_close(y, y2, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(gx, gx2, rtol=1e-10, atol=1e-10)

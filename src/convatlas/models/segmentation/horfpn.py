@@ -57,7 +57,8 @@ class ConvBNReLU(nn.Sequential):
     """conv (no bias) -> BN -> ReLU: (B, C_in, H, W) -> (B, C_out, H, W) (mmcv ``ConvModule`` with BN)."""
 
     def __init__(self, cin: int, cout: int, k: int = 1, stride: int = 1) -> None:
-        super().__init__(nn.Conv2d(cin, cout, k, stride, k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+        super().__init__(nn.Conv2d(cin, cout, k, stride, k // 2, bias=False), nn.BatchNorm2d(cout),
+                         nn.ReLU(inplace=True))
 
 
 class GnConvModule(GnConv):

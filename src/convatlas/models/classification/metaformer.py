@@ -19,9 +19,11 @@ layers; the state dict equals timm 1.0.31's ``metaformer.py`` (timm checkpoints 
 :func:`convert_official_metaformer` maps the official repository's checkpoints (needed for IdentityFormer and
 RandFormer, which timm lacks).
 
-Inference (eval, no grad, plain CPU tensors) takes a path with the same numbers and fewer passes: channels-last
-memory throughout (oneDNN's fast layout), in-place residuals / StarReLU, Linears of the attention stages as 1x1
-convolutions, and the MLP half over batch chunks for large maps; training, autocast and compile use the plain path.
+Inference (eval, no grad, plain CPU tensors) takes a path with the same numbers and fewer passes: in-place
+residuals / StarReLU, Linears of the attention stages as 1x1 convolutions, and the MLP half over batch chunks for
+large maps; training, autocast and compile use the plain path. The stem's channel LayerNorm (permute ->
+``F.layer_norm``) leaves channels-last memory, so every later 1x1 / depthwise conv takes oneDNN's fast layout
+without a copy (an explicit channels-last input measured neutral).
 
 Card facts. Exact counts (timm, 1000 classes): convformer s18/s36/m36/b36 26,774,448 / 40,012,152 /
 57,051,640 / 99,882,616; caformer 26,341,656 / 39,297,102 / 56,204,878 / 98,753,614; poolformerv2
@@ -409,14 +411,6 @@ class MetaFormer(StagedBackbone):
         self.num_features = self.head_hidden_size = dims[-1]
         self.head = MetaFormerHead(dims[-1], num_classes, mlp_head, global_pool, drop_rate, head_dropout)
         self.apply(_init_weights)
-
-    def forward_stages(self, x: Tensor, max_index: int | None = None) -> list[Tensor]:
-        """(B, C, H, W) -> per-stage maps. Inference on CPU runs in channels-last memory (oneDNN's fast layout
-        for the 1x1 / depthwise convolutions; LayerNorm over C and the token view need no copies); the maps
-        keep their (B, C, H, W) shape and values."""
-        if not self.training and use_fast_inference(x) and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return super().forward_stages(x, max_index)
 
     def _check(self, x: Tensor) -> None:
         name = getattr(self, "pretrained_cfg", {}).get("architecture", type(self).__name__)

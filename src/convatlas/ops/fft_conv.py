@@ -313,6 +313,21 @@ def fft_conv(
                 )
     if D is not None and D.numel() != h:
         raise ValueError(f"fft_conv: D must have H={h} elements (one per channel), got shape {tuple(D.shape)}")
+    if spectrum is None and k is not None and freq_keep is None and backend in ("auto", "torch"):
+        _check_kernel("fft_conv", k, h)
+        taps = k.shape[-1] if n is not None else min(k.shape[-1], seq_len)
+        grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (u, k, D, pregate, postgate))
+        if (
+            not grad
+            and not _compiling()
+            and u.device.type != "meta"
+            and (n is None or n >= taps)
+            and (backend == "torch" or choose_backend(seq_len, taps, n) == "torch")
+        ):
+            # Inference with a kernel that is not cached: its FFT runs inside the same cache-blocked pass, one block
+            # of channels at a time (no full (H, n//2+1) kernel spectrum is materialised).
+            nn = n if n is not None else fast_fft_size(seq_len + taps - 1)
+            return _fused_uncached_nograd(u, k[:, :taps], nn, D, pregate, postgate, _compute_dtype(u, k))
     if spectrum is None:
         if k is None:
             raise ValueError("fft_conv: pass a kernel k (H, Lk) or a cached spectrum")
@@ -418,7 +433,7 @@ def clear_workspace() -> None:
 
 def _ws_bytes(key: tuple) -> int:
     rows, n, dt = key[0], key[1], key[2]
-    return rows * (2 * n + 2 * (n // 2 + 1)) * torch.empty((), dtype=dt).element_size()
+    return rows * (2 * n + 4 * (n // 2 + 1)) * torch.empty((), dtype=dt).element_size()  # incl. kernel spectrum
 
 
 def _workspace(rows: int, n: int, seq_len: int, dt: torch.dtype, device: torch.device) -> list:
@@ -484,6 +499,7 @@ def _block_conv(
     g2: Tensor | None = None,
     cdt: torch.dtype = torch.float32,
     hook=None,
+    ws_rows: int | None = None,
 ) -> None:
     """``out = (irfft(rfft(src·g1, n)[:keep] · k_f, n)[..., :L] + d·src·g1) · g2``, block by block (no grad).
 
@@ -493,7 +509,7 @@ def _block_conv(
     h1, xf, x)``, if given, sees each block's input spectrum before the product (the backward's kernel gradient).
     """
     bsz, h, seq_len = src.shape
-    rows = _max_block_rows(bsz, h, n)
+    rows = ws_rows if ws_rows is not None else _max_block_rows(bsz, h, n)
     ws = _workspace(rows, n, seq_len, cdt, src.device) if rows * n >= _WORKSPACE_MIN_SAMPLES else None
     direct_out = out.dtype == cdt and g2 is None
     for b0, b1, h0, h1 in _blocks(bsz, h, n):
@@ -553,6 +569,43 @@ def _fused_rfft_conv_nograd(
     dd = d.reshape(h, 1).to(cdt) if d is not None else None
     with torch.no_grad():
         _block_conv(u, s.k_f, s.n, s.freq_keep, out, dd, g1, g2, cdt)
+    return out
+
+
+def _fused_uncached_nograd(
+    u: Tensor, k: Tensor, n: int, d: Tensor | None, g1: Tensor | None, g2: Tensor | None, cdt: torch.dtype
+) -> Tensor:
+    """:func:`_fused_rfft_conv_nograd` with the kernel's FFT done in the blocked pass: per block of channels,
+    ``rfft(k[h0:h1], n)`` (into a reused workspace for large blocks), then the blocked conv of those channels."""
+    bsz, h, seq_len = u.shape
+    taps = k.shape[-1]
+    out = torch.empty_like(u)
+    g1 = g1.expand(u.shape) if g1 is not None else None
+    g2 = g2.expand(u.shape) if g2 is not None else None
+    dd = d.reshape(h, 1).to(cdt) if d is not None else None
+    hb = min(h, _block_rows(n))  # channels per kernel block (= the rows of one conv block when H is large)
+    rows = _max_block_rows(bsz, h, n)
+    use_ws = rows * n >= _WORKSPACE_MIN_SAMPLES and taps <= seq_len
+    with torch.no_grad():
+        for h0 in range(0, h, hb):
+            h1 = min(h, h0 + hb)
+            if use_ws:
+                ws = _workspace(rows, n, seq_len, cdt, u.device)
+                if len(ws) == 4:
+                    ws.append(torch.empty_like(ws[1]))
+                kpad = ws[0][: h1 - h0]  # the input's padded buffer: _block_conv overwrites [:, :L] afterwards
+                kpad[:, :taps].copy_(k[h0:h1])
+                if taps < seq_len:
+                    kpad[:, taps:seq_len].zero_()
+                k_f = ws[4][: h1 - h0]
+                torch.fft.rfft(kpad, out=k_f)
+            else:
+                k_f = torch.fft.rfft(k[h0:h1].to(cdt), n)
+            _block_conv(
+                u[:, h0:h1], k_f, n, None, out[:, h0:h1], dd[h0:h1] if dd is not None else None,
+                g1[:, h0:h1] if g1 is not None else None, g2[:, h0:h1] if g2 is not None else None, cdt,
+                ws_rows=rows,
+            )
     return out
 
 

@@ -21,6 +21,17 @@ def _seed_everything() -> None:
         pass
 
 
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for the test: small tensors gain nothing from threads, and on a shared 2-core machine
+    OpenMP spin-waiting makes small-model training 10-20x slower (use ``pytestmark =
+    pytest.mark.usefixtures("one_thread")`` for a whole module)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def timm():
     """The timm module, or a clean skip where the reference library is not installed (CI)."""

@@ -84,14 +84,6 @@ class _CopyModel(nn.Module):
         return self.out(z.transpose(1, 2))
 
 
-@pytest.fixture
-def one_thread():
-    """Learning checks run single-threaded: on a contended 2-core machine OpenMP spinning makes them 10x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.mark.slow
 def test_learns_delayed_copy_where_short_conv_fails(one_thread) -> None:

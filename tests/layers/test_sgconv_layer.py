@@ -9,13 +9,7 @@ from convatlas.identities import identities_for
 from convatlas.layers.sgconv import GConv, sgconv_num_scales
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread (threading only adds overhead, and oversubscribes a shared CI box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # fixture in tests/conftest.py
 
 
 # card table: (d_model, kernel_dim, l_max, mode, decay min/max, init_scale) -> (S, kernel length, params per layer)

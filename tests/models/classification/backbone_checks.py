@@ -153,6 +153,18 @@ def check_tiny(name: str, num_classes: int | None = None, pure_bf16: bool = True
     return model, x
 
 
+def check_export_deploy(name: str, **kwargs: Any) -> None:
+    """The inference form (after ``reparameterize()`` where the model has it) exports with ``torch.export`` and
+    the exported graph computes the same outputs."""
+    model = create_model(name, **kwargs).eval()
+    if hasattr(model, "reparameterize"):
+        model.reparameterize()
+    x = torch.randn(2, *get_entry(name).test_input_size)
+    ep = torch.export.export(model, (x,))
+    with torch.no_grad():
+        torch.testing.assert_close(ep.module()(x), model(x))
+
+
 def check_fast_inference_matches(model: nn.Module, x: torch.Tensor) -> None:
     """The in-place / folded inference path (eval + no grad) equals the module-by-module path (eval + grad)."""
     model = copy.deepcopy(model)

@@ -10,6 +10,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from backbone_checks import (  # noqa: E402
+    check_export_deploy,
     check_tiny,
     train_digits,
 )
@@ -125,11 +126,4 @@ def test_learns_digits() -> None:
 
 
 def test_torch_export_of_deploy_form() -> None:
-    """The inference form exports with torch.export and computes the same outputs."""
-    model = create_model("test_lsnet").eval()
-    if hasattr(model, "reparameterize"):
-        model.reparameterize()
-    x = torch.randn(2, 3, 64, 64)
-    ep = torch.export.export(model, (x,))
-    with torch.no_grad():
-        torch.testing.assert_close(ep.module()(x), model(x))
+    check_export_deploy("test_lsnet")

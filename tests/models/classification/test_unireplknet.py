@@ -11,6 +11,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
 from backbone_checks import (  # noqa: E402
+    check_export_deploy,
     check_reported,
     check_tiny,
     train_digits,
@@ -220,14 +221,7 @@ def test_learns_digits_and_reparam_keeps_predictions() -> None:
 
 
 def test_torch_export_of_deploy_form() -> None:
-    """The inference form exports with torch.export and computes the same outputs."""
-    model = create_model("test_unireplknet").eval()
-    if hasattr(model, "reparameterize"):
-        model.reparameterize()
-    x = torch.randn(2, 3, 64, 64)
-    ep = torch.export.export(model, (x,))
-    with torch.no_grad():
-        torch.testing.assert_close(ep.module()(x), model(x))
+    check_export_deploy("test_unireplknet")
 
 
 def test_downstream_feature_norms() -> None:

@@ -19,14 +19,7 @@ from convatlas.tasks.sequence_labelling import (
 
 
 
-@pytest.fixture(autouse=True)
-def one_intra_op_thread():
-    """Small tensors: one intra-op thread avoids OpenMP oversubscription on the shared 2-core CI machine (learning
-    check: 2.9 s wall at load 10 vs 59 s with 2 threads)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # fixture in tests/conftest.py
 
 def test_colontcn_params_exact_and_macs():
     c = measure_entry("colontcn")

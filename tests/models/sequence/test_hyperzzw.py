@@ -14,14 +14,7 @@ from convatlas.registry import create_model
 
 
 
-@pytest.fixture(autouse=True)
-def one_intra_op_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP oversubscription on the shared 2-core CI machine (digits
-    check: 13.5 s wall at load 10 vs 163 s with 2 threads)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # fixture in tests/conftest.py
 
 @pytest.mark.parametrize(
     "name, params, gmacs",

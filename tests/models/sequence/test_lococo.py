@@ -14,13 +14,7 @@ from convatlas.models.sequence.tiny_lm import TinyLM
 from convatlas.registry import create_model, example_inputs, get_entry
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread (threading only adds overhead, and oversubscribes a shared CI box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # fixture in tests/conftest.py
 
 
 @pytest.mark.parametrize("name, params", [("lococo_llama2_7b_compressor", 1_376_513),

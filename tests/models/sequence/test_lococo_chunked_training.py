@@ -18,13 +18,7 @@ from convatlas.tasks.base import get_task
 from convatlas.tasks.language_model import ChunkedLanguageModelTask, ChunkedSequences
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread (threading only adds overhead, and oversubscribes a shared CI box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # fixture in tests/conftest.py
 
 
 def _graph_nodes(t: torch.Tensor) -> int:

@@ -136,12 +136,7 @@ class _LocalMixer(nn.Module):
         return self.out(F.gelu(self.dw(x)[..., : x.shape[-1]])), None  # causal 3-tap
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # fixture in tests/conftest.py
 
 
 @pytest.mark.slow

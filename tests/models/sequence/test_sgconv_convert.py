@@ -15,13 +15,7 @@ from convatlas.layers.sgconv import GConv, convert_official_gconv, sgconv_num_sc
 from convatlas.models.sequence.sgconv import SGConvClassifier, convert_official_sgconv
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread (threading only adds overhead, and oversubscribes a shared CI box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # fixture in tests/conftest.py
 
 
 H, L_MAX, KD = 8, 64, 4

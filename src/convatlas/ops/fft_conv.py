@@ -16,8 +16,10 @@ bf16/fp16 activations with fp32 kernels are handled as in FlashFFTConv. Backends
   intermediate but the output; training: a custom autograd function with an equally blocked backward that reuses
   the forward's input spectrum). Blocks of >= 2^23 samples (L ~ 1M) reuse per-thread workspaces, so the zero
   padding is written once and the buffers are not page-faulted in afresh per call (:func:`set_workspace_limit`,
-  :func:`clear_workspace`). Speed-ups over the naive PyTorch version and peak memory:
-  ``benchmarks/results/long_conv.md``.
+  :func:`clear_workspace`). Inference with the kernel passed as a tensor (not a cached spectrum) computes the
+  kernel's rfft per block of channels inside the same pass, right before that block's input (no full
+  ``(H, n//2+1)`` kernel spectrum is allocated). Speed-ups over the naive PyTorch version (both with the kernel
+  transformed in the call and with a cached spectrum) and peak memory: ``benchmarks/results/long_conv.md``.
 - ``"monarch"``: the FlashFFTConv algorithm: the FFT as a Monarch decomposition executed as batched matmuls
   (:mod:`convatlas.ops.monarch_fft`), with the kernel spectrum pre-permuted so data is never permuted, implicit
   zero padding (the first/last stage only touch non-zero rows) and two real signals packed into one complex one.
@@ -456,12 +458,14 @@ def _workspace(rows: int, n: int, seq_len: int, dt: torch.dtype, device: torch.d
     return bufs
 
 
-# From n = 2^17 on, no block is L2-resident anyway (one row's spectrum is >= 512 KiB); blocks then hold up to 16
-# rows and ~2^22 samples, so MKL's per-call plan set-up (~10 ns per point: ~1 ms at n = 2^17, ~6 ms at 2^19) is
-# shared by several rows. Measured at L = 64K: 1.65x -> 2.3x over naive with other benchmarks interleaved (16 rows
-# vs 4); at L = 256K, 8 rows vs 4: 1.9x -> 2.0x (both with a warm allocator).
+# From n = 2^17 on, no block is L2-resident anyway (one row's spectrum is >= 512 KiB); blocks then hold 4-8 rows
+# (~2^20 samples). MKL's FFT of a single row is 4-6x slower per point than a batch of 2-16 rows (measured with
+# torch 2.13 at n = 2^17 ... 2^21: ~11-12 ns per point for one row, 2-5 ns for batches), so blocks never hold
+# fewer than 4 rows where there are 4, and channel blocks are balanced (H = 9 -> 3 + 3 + 3, not 4 + 4 + 1).
+# Measured at L = 64K (n = 2^17, H = 32) and 256K (n = 2^19, H = 8), contended, CPU time, cached / uncached
+# kernel: 8 rows vs 16 at 2^17: 20.7 / 30.5 ms vs 26.1 / 34.2 ms; 4 rows vs 8 at 2^19: 29.9 / 41.8 ms vs 34.9 / 44.3.
 _LARGE_FFT = 1 << 17
-_BLOCK_SAMPLES_LARGE = 1 << 22
+_BLOCK_SAMPLES_LARGE = 1 << 20
 
 
 def _block_rows(n: int) -> int:
@@ -470,13 +474,20 @@ def _block_rows(n: int) -> int:
     return max(4, min(256, _BLOCK_SAMPLES // max(n, 1)))
 
 
+def _channel_step(h: int, rows: int) -> int:
+    """Channels per block when ``h >= rows``: at most ``rows``, the blocks balanced."""
+    nblk = -(-h // rows)
+    return -(-h // nblk)
+
+
 def _blocks(bsz: int, h: int, n: int):
     """Yield (b0, b1, h0, h1) blocks of about ``_block_rows(n)`` rows of a (B, H, .) tensor."""
     rows = _block_rows(n)
     if h >= rows:
+        step = _channel_step(h, rows)
         for b in range(bsz):
-            for h0 in range(0, h, rows):
-                yield b, b + 1, h0, min(h, h0 + rows)
+            for h0 in range(0, h, step):
+                yield b, b + 1, h0, min(h, h0 + step)
     else:
         bb = max(1, rows // h)
         for b0 in range(0, bsz, bb):
@@ -583,7 +594,8 @@ def _fused_uncached_nograd(
     g1 = g1.expand(u.shape) if g1 is not None else None
     g2 = g2.expand(u.shape) if g2 is not None else None
     dd = d.reshape(h, 1).to(cdt) if d is not None else None
-    hb = min(h, _block_rows(n))  # channels per kernel block (= the rows of one conv block when H is large)
+    rows_n = _block_rows(n)  # channels per kernel block (= the rows of one conv block when H is large)
+    hb = _channel_step(h, rows_n) if h >= rows_n else h
     rows = _max_block_rows(bsz, h, n)
     use_ws = rows * n >= _WORKSPACE_MIN_SAMPLES and taps <= seq_len
     with torch.no_grad():

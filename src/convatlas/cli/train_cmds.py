@@ -39,9 +39,11 @@ def _positive_float(s: str) -> float:
 
 def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     """Add ``train``, ``eval`` and ``predict`` to an argparse subparsers object."""
+    from convatlas.engine.optim import OPTIMIZERS
+
     p = subparsers.add_parser(
         "train", help="train a registered model (digits or an image folder)",
-        description="Train MODEL with AdamW + warm-up/cosine schedule; writes metrics.jsonl, last/best "
+        description="Train MODEL with AdamW (or --opt sgd/lion/kar3/kar2) + warm-up/cosine schedule; writes metrics.jsonl, last/best "
         ".safetensors (+ .json metadata) and a resumable last.train.safetensors to --out. Ctrl-C saves a "
         "checkpoint; --resume continues exactly.")
     p.add_argument("model", help="registered model name (see `convatlas list`)")
@@ -50,6 +52,9 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=_positive_int, default=64, help="global batch per optimizer step")
     p.add_argument("--lr", type=_positive_float, default=2e-3, help="peak learning rate")
     p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--opt", default="adamw", choices=OPTIMIZERS, help="optimizer (default adamw)")
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    p.add_argument("--nesterov", action="store_true", help="SGD with Nesterov momentum")
     p.add_argument("--warmup-epochs", type=float, default=1.0)
     p.add_argument("--min-lr", type=float, default=1e-6)
     p.add_argument("--label-smoothing", type=float, default=0.0)
@@ -156,7 +161,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         model = create_model(args.model, **model_kwargs)
         cfg = TrainConfig(
             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-            warmup_epochs=args.warmup_epochs, min_lr=args.min_lr, label_smoothing=args.label_smoothing,
+            optimizer=args.opt, momentum=args.momentum, nesterov=args.nesterov, warmup_epochs=args.warmup_epochs, min_lr=args.min_lr, label_smoothing=args.label_smoothing,
             grad_clip=args.clip_grad, ema=args.ema, ema_decay=args.ema_decay, bf16=args.bf16,
             accum_steps=args.accum, seed=args.seed, num_workers=args.workers, device=args.device,
             progress=not args.no_progress, plot=args.plot, max_steps=args.max_steps,

@@ -42,6 +42,7 @@ from convatlas.engine import checkpoint as ckpt
 from convatlas.engine.distributed import DistInfo, all_reduce_metrics, all_reduce_sum, barrier, get_dist_info
 from convatlas.engine.ema import ModelEma
 from convatlas.engine.metrics_log import append_metrics, plot_metrics, require_matplotlib, truncate_metrics
+from convatlas.engine.optim import OPTIMIZERS, build_optimizer
 from convatlas.engine.schedule import WarmupCosineSchedule
 from convatlas.tasks.base import TaskAdapter, get_task
 
@@ -63,10 +64,12 @@ class TrainConfig:
         epochs: passes over the training data.
         batch_size: global samples per optimizer step (split over accumulation steps and processes).
         lr: peak learning rate (after warm-up).
-        weight_decay: AdamW decoupled weight decay for >=2-D weights.
+        weight_decay: weight decay for >=2-D weights (decoupled for AdamW/Lion, L2 for SGD, unused by Kar).
+        optimizer: ``adamw`` (default), ``sgd``, ``lion``, ``kar3`` or ``kar2`` (see :mod:`convatlas.engine.optim`).
+        momentum / nesterov: SGD momentum and Nesterov flag.
         warmup_epochs: linear warm-up length in epochs (fractional allowed); ``warmup_steps`` overrides it.
         min_lr: learning rate at the end of the cosine decay.
-        betas / eps: AdamW moments.
+        betas / eps: AdamW moments (betas also for Lion / Kar).
         label_smoothing: passed to the task adapter (must support it).
         grad_clip: max global gradient norm (None: no clipping).
         ema: keep an EMA of the weights and evaluate/save it; ``ema_decay`` its decay.
@@ -87,6 +90,9 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.05
+    optimizer: str = "adamw"
+    momentum: float = 0.9
+    nesterov: bool = False
     warmup_epochs: float = 1.0
     warmup_steps: int | None = None
     min_lr: float = 1e-6
@@ -116,6 +122,10 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.optimizer.lower() not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.nesterov and not self.momentum > 0:
+            raise ValueError(f"nesterov needs momentum > 0, got {self.momentum}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip}")
         if self.warmup_epochs < 0 or (self.warmup_steps is not None and self.warmup_steps < 0):
@@ -248,6 +258,8 @@ class Trainer:
         data_info: JSON-able description of the data (default: ``train_data.data_info`` if present).
         callbacks: ``fn(trainer, event, info)`` called with events ``"step_end"`` (info: step, epoch, loss, lr)
             and ``"epoch_end"`` (info: the epoch's metrics record).
+        param_groups: the optimizer's parameter groups (default: decay / no-decay split of ``model``); a group's
+            ``lr`` is its peak lr under the schedule (per-group scales, frozen parts left out).
 
     Example::
 
@@ -271,6 +283,7 @@ class Trainer:
         model_kwargs: dict[str, Any] | None = None,
         data_info: dict[str, Any] | None = None,
         callbacks: Sequence[Callback] = (),
+        param_groups: list[dict[str, Any]] | None = None,
     ) -> None:
         self.config = cfg = config or TrainConfig()
         cfg.validate()
@@ -303,9 +316,9 @@ class Trainer:
             )
         self.total_steps = cfg.epochs * self.steps_per_epoch
 
-        self.optimizer = torch.optim.AdamW(
-            param_groups_weight_decay(self.model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps
-        )
+        groups = param_groups if param_groups is not None else param_groups_weight_decay(self.model, cfg.weight_decay)
+        self.optimizer = build_optimizer(cfg.optimizer, groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
+                                         momentum=cfg.momentum, nesterov=cfg.nesterov)
         warm = cfg.warmup_steps if cfg.warmup_steps is not None else round(cfg.warmup_epochs * self.steps_per_epoch)
         self.scheduler = WarmupCosineSchedule(self.optimizer, min(warm, self.total_steps), self.total_steps,
                                               min_lr_ratio=min(cfg.min_lr / cfg.lr, 1.0))

@@ -146,7 +146,6 @@ def lococo_train(
     """
     from torch.utils.data import DataLoader
 
-    from convatlas.engine.schedule import WarmupCosineSchedule
     from convatlas.engine.trainer import TrainConfig, Trainer
     from convatlas.layers.lora import apply_lora
     from convatlas.tasks.language_model import ChunkedLanguageModelTask, ChunkedSequences
@@ -176,11 +175,7 @@ def lococo_train(
                       seed=seed, device=device, progress=False, max_steps=max_steps)
     trainer = Trainer(model, ChunkedLanguageModelTask(), train, val, cfg, out_dir=out_dir,
                       model_name=getattr(model, "pretrained_cfg", {}).get("architecture", "lococo_tiny_lm"),
-                      callbacks=callbacks)
-    # the official optimizer: AdamW over the LoCoCo groups (per-group lr scales), same schedule as the engine's
-    trainer.optimizer = torch.optim.AdamW(groups, lr=lr)
-    trainer.scheduler = WarmupCosineSchedule(trainer.optimizer, min(warmup_steps, trainer.total_steps),
-                                             trainer.total_steps, min_lr_ratio=0.0)
+                      callbacks=callbacks, param_groups=groups)  # official: AdamW over the LoCoCo groups
     trainer.fit()
     return trainer
 

@@ -30,7 +30,7 @@ demo: $(VENV)/.base
 	$(VENV)/bin/convatlas eval runs/demo/best.safetensors --data digits
 
 test: $(VENV)/.dev
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=15 tests
 
 atlas: $(VENV)/.base
 	$(PY) scripts/make_atlas.py

@@ -6,8 +6,9 @@ place, the layer scale fused with the residual add (addcmul), and, for large map
 layer-by-layer form up to float rounding.
 
 fc1/fc2 run as 1x1 convolutions on a channels-last ``(1, C, rows, 1)`` view of the token rows, which CPU PyTorch
-sends to oneDNN; ``addmm`` goes to MKL's generic GEMM. On the 2-core AVX-512 EPYC this was measured 1.1-2.0x
-faster per block (ConvNeXt-atto..tiny stage shapes, batch 1 and 16, same numbers to 1e-6 relative).
+sends to oneDNN; ``addmm`` goes to MKL's generic GEMM. On the 2-core AVX-512 EPYC this was measured 1.1-2.5x
+faster per block in float32 (ConvNeXt-atto..tiny stage shapes, batch 1 and 16, same numbers to 1e-6 relative),
+but 0.5-0.9x in bfloat16 at batch 1, so reduced precision keeps ``addmm`` (MKL's bf16 GEMM).
 
 Used only for inference on plain CPU tensors (no autograd, no compile/export tracing); models fall back to
 their module-by-module forward otherwise (card: convnext).
@@ -80,13 +81,31 @@ def residual_norm_mlp(
     chunk = n if n * hidden <= _CHUNK_ABOVE else max(64, _CHUNK_ELEMS // hidden)
     dtype = torch.promote_types(torch.promote_types(x.dtype, k1.dtype), res.dtype)
     out = torch.empty((n, c), dtype=dtype, device=x.device)
+    use_conv = x.dtype == torch.float32 and k1.dtype == torch.float32
+    w1, w2 = k1.flatten(1), k2.flatten(1)
+    h_buf = y_buf = None
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
         m = stop - start
         t = F.layer_norm(rows[start:stop], (c,), norm_weight, norm_bias, eps)
-        h = F.conv2d(t.view(1, m, 1, c).permute(0, 3, 1, 2), k1, fc1_bias)  # (1, hidden, m, 1) channels-last
-        h = torch.ops.aten.gelu_(h) if act is None else act(h)
-        y = F.conv2d(h, k2, fc2_bias).permute(0, 2, 3, 1).reshape(m, c)  # a view: channels-last output
+        if use_conv:
+            h = F.conv2d(t.view(1, m, 1, c).permute(0, 3, 1, 2), k1, fc1_bias)  # (1, hidden, m, 1) channels-last
+            h = torch.ops.aten.gelu_(h) if act is None else act(h)
+            y = F.conv2d(h, k2, fc2_bias).permute(0, 2, 3, 1).reshape(m, c)  # a view: channels-last output
+        else:
+            if h_buf is None:  # reused by every chunk: no per-chunk allocation
+                h_buf = torch.empty((min(chunk, n), hidden), dtype=t.dtype, device=x.device)
+                y_buf = torch.empty((min(chunk, n), c), dtype=t.dtype, device=x.device)
+            h, y = h_buf[:m], y_buf[:m]
+            if fc1_bias is not None:
+                torch.addmm(fc1_bias, t, w1.t(), out=h)
+            else:
+                torch.mm(t, w1.t(), out=h)
+            h = torch.ops.aten.gelu_(h) if act is None else act(h)
+            if fc2_bias is not None:
+                torch.addmm(fc2_bias, h, w2.t(), out=y)
+            else:
+                torch.mm(h, w2.t(), out=y)
         if gamma is not None:  # out = shortcut + gamma * y in one pass
             torch.addcmul(res[start:stop], y, gamma, out=out[start:stop])
         else:

@@ -8,7 +8,8 @@ layer-by-layer form up to float rounding.
 fc1/fc2 run as 1x1 convolutions on a channels-last ``(1, C, rows, 1)`` view of the token rows, which CPU PyTorch
 sends to oneDNN; ``addmm`` goes to MKL's generic GEMM. On the 2-core AVX-512 EPYC this was measured 1.1-2.5x
 faster per block in float32 (ConvNeXt-atto..tiny stage shapes, batch 1 and 16, same numbers to 1e-6 relative),
-but 0.5-0.9x in bfloat16 at batch 1, so reduced precision keeps ``addmm`` (MKL's bf16 GEMM).
+but 0.5-0.9x in bfloat16 at batch 1, so reduced precision keeps ``addmm`` (MKL's bf16 GEMM) unless the map has
+many tokens.
 
 Used only for inference on plain CPU tensors (no autograd, no compile/export tracing); models fall back to
 their module-by-module forward otherwise (card: convnext).
@@ -33,6 +34,7 @@ __all__ = ["residual_norm_mlp", "use_fast_inference"]
 # 4 MiB 0.50, 16 MiB 0.88, 32 MiB 0.85-1.11, unchunked 1.08-1.27). 32 MiB chunks keep most of the idle gain.
 _CHUNK_ABOVE = 1 << 23
 _CHUNK_ELEMS = 1 << 23
+_CONV_MIN_ROWS_LOWP = 8192
 
 
 def use_fast_inference(x: Tensor) -> bool:
@@ -81,7 +83,9 @@ def residual_norm_mlp(
     chunk = n if n * hidden <= _CHUNK_ABOVE else max(64, _CHUNK_ELEMS // hidden)
     dtype = torch.promote_types(torch.promote_types(x.dtype, k1.dtype), res.dtype)
     out = torch.empty((n, c), dtype=dtype, device=x.device)
-    use_conv = x.dtype == torch.float32 and k1.dtype == torch.float32
+    # oneDNN 1x1 convs: always in float32; in reduced precision only for many tokens (bf16 ConvNeXt-T stage 1 at
+    # batch 16: 1.2x faster than addmm; at batch 1 or late stages 0.5-0.9x)
+    use_conv = x.dtype == k1.dtype and (x.dtype == torch.float32 or n >= _CONV_MIN_ROWS_LOWP)
     w1, w2 = k1.flatten(1), k2.flatten(1)
     h_buf = y_buf = None
     for start in range(0, n, chunk):

@@ -45,7 +45,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from convatlas.identities import register_identity
@@ -267,6 +266,17 @@ def sgconv_param_groups(model: nn.Module, lr: float, weight_decay: float) -> lis
     return list(groups.values())
 
 
+# official S4-framework key -> ours (regex, ``re.Match.expand`` template); see :func:`convert_official_sgconv`
+_OFFICIAL_SGCONV_KEYS: tuple[tuple[str, str], ...] = (
+    (r"encoder\.\d+\.(weight|bias)", r"encoder.\1"),
+    (r"model\.layers\.(\d+)\.layer\.(.+)", r"blocks.\1.conv.\2"),
+    (r"model\.layers\.(\d+)\.norm\.norm\.(.+)", r"blocks.\1.norm.\2"),
+    (r"model\.norm\.norm\.(.+)", r"norm.\1"),
+    (r"decoder\.\d+\.output_transform\.(weight|bias)", r"head.\1"),
+    (r"decoder\.\d+\.retrieval\.classifier\.(\d+)\.(weight|bias)", r"head.\1.\2"),
+)
+
+
 def convert_official_sgconv(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
     """Official SGConv LRA checkpoint (S4 framework ``SequenceLightningModule``, ``ctlllll/SGConv`` branch
     ``preview``) -> :class:`SGConvClassifier` keys; loads with ``strict=True``. A Lightning ``{"state_dict": ...}``
@@ -294,31 +304,16 @@ def convert_official_sgconv(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
     out: dict[str, Tensor] = {}
     linear_encoder = any(re.fullmatch(r"encoder\.\d+\.bias", k) for k in state_dict)
     for key, v in state_dict.items():
-        m = re.fullmatch(r"encoder\.\d+\.(weight|bias)", key)
-        if m:
-            out[f"encoder.{m.group(1)}"] = v[..., None] if (m.group(1) == "weight" and linear_encoder) else v
-            continue
-        m = re.fullmatch(r"model\.layers\.(\d+)\.layer\.(.+)", key)
-        if m:
-            out[f"blocks.{m.group(1)}.conv.{m.group(2)}"] = v
-            continue
-        m = re.fullmatch(r"model\.layers\.(\d+)\.norm\.norm\.(.+)", key)
-        if m:
-            out[f"blocks.{m.group(1)}.norm.{m.group(2)}"] = v
-            continue
-        m = re.fullmatch(r"model\.norm\.norm\.(.+)", key)
-        if m:
-            out[f"norm.{m.group(1)}"] = v
-            continue
-        m = re.fullmatch(r"decoder\.\d+\.output_transform\.(weight|bias)", key)
-        if m:
-            out[f"head.{m.group(1)}"] = v
-            continue
-        m = re.fullmatch(r"decoder\.\d+\.retrieval\.classifier\.(\d+)\.(weight|bias)", key)
-        if m:
-            out[f"head.{m.group(1)}.{m.group(2)}"] = v
-            continue
-        out[key] = v
+        for pattern, template in _OFFICIAL_SGCONV_KEYS:
+            m = re.fullmatch(pattern, key)
+            if m:
+                new = m.expand(template)
+                if new == "encoder.weight" and linear_encoder:  # Linear (H, C) -> our 1x1 Conv1d (H, C, 1)
+                    v = v[..., None]
+                out[new] = v
+                break
+        else:
+            out[key] = v
     for i in sorted({int(k.split(".")[1]) for k in out if k.startswith("blocks.")}):
         out = convert_official_gconv(out, prefix=f"blocks.{i}.conv.")
     return out

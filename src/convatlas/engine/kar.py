@@ -15,15 +15,16 @@ CIFAR-10 lr 0.001215, betas (0.5, 0.95); CIFAR-100 lr 0.00120925, betas (0.75, 0
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Iterable
 
 import torch
-from torch.optim import Optimizer
+
+from convatlas.engine.elementwise_optimizer import ElementwiseOptimizer
 
 __all__ = ["Kar3", "Kar2"]
 
 
-class Kar3(Optimizer):
+class Kar3(ElementwiseOptimizer):
     """Sign update with the current gradient and two gradient EMAs (see module docstring)."""
 
     def __init__(self, params: Iterable, lr: float = 1e-4, betas: tuple[float, float] = (0.5, 0.95)) -> None:
@@ -33,30 +34,17 @@ class Kar3(Optimizer):
             raise ValueError(f"Kar3: betas must be two values in [0, 1), got {betas}")
         super().__init__(params, dict(lr=lr, betas=tuple(betas)))
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            b1, b2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g = p.grad
-                st = self.state[p]
-                if not st:
-                    st["m1"] = torch.zeros_like(p)
-                    st["m2"] = torch.zeros_like(p)
-                m1, m2 = st["m1"], st["m2"]
-                p.sub_(torch.sign(g) + torch.sign(m1) + torch.sign(m2), alpha=group["lr"])
-                m1.lerp_(g, 1 - b1)
-                m2.lerp_(g, 1 - b2)
-        return loss
+    state_names = ("m1", "m2")
+
+    def update(self, p: torch.Tensor, grad: torch.Tensor, state: dict, group: dict) -> None:
+        b1, b2 = group["betas"]
+        m1, m2 = state["m1"], state["m2"]
+        p.sub_(torch.sign(grad) + torch.sign(m1) + torch.sign(m2), alpha=group["lr"])
+        m1.lerp_(grad, 1 - b1)
+        m2.lerp_(grad, 1 - b2)
 
 
-class Kar2(Optimizer):
+class Kar2(ElementwiseOptimizer):
     """Sign update with the current gradient and one gradient EMA (see module docstring)."""
 
     def __init__(self, params: Iterable, lr: float = 1e-4, beta: float = 0.95) -> None:
@@ -66,19 +54,8 @@ class Kar2(Optimizer):
             raise ValueError(f"Kar2: beta must be in [0, 1), got {beta}")
         super().__init__(params, dict(lr=lr, beta=beta))
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                st = self.state[p]
-                if not st:
-                    st["m"] = torch.zeros_like(p)
-                p.sub_(torch.sign(p.grad) + torch.sign(st["m"]), alpha=group["lr"])
-                st["m"].lerp_(p.grad, 1 - group["beta"])
-        return loss
+    state_names = ("m",)
+
+    def update(self, p: torch.Tensor, grad: torch.Tensor, state: dict, group: dict) -> None:
+        p.sub_(torch.sign(grad) + torch.sign(state["m"]), alpha=group["lr"])
+        state["m"].lerp_(grad, 1 - group["beta"])

@@ -13,11 +13,12 @@ per-group learning-rate scales); a group's ``lr`` overrides the default.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import torch
 from torch.optim import Optimizer
 
+from convatlas.engine.elementwise_optimizer import ElementwiseOptimizer
 from convatlas.engine.kar import Kar2, Kar3
 
 __all__ = ["Lion", "OPTIMIZERS", "build_optimizer"]
@@ -25,7 +26,7 @@ __all__ = ["Lion", "OPTIMIZERS", "build_optimizer"]
 OPTIMIZERS = ("adamw", "sgd", "lion", "kar3", "kar2")
 
 
-class Lion(Optimizer):
+class Lion(ElementwiseOptimizer):
     """Lion: ``p <- p * (1 - lr * wd) - lr * sign(beta1 * m + (1 - beta1) * g)``, then
     ``m <- beta2 * m + (1 - beta2) * g``. One state tensor per parameter (half AdamW's memory). Typical lr is
     3-10x smaller than AdamW's, weight decay 3-10x larger."""
@@ -40,28 +41,15 @@ class Lion(Optimizer):
             raise ValueError(f"Lion: weight_decay must be >= 0, got {weight_decay}")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), weight_decay=weight_decay))
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            b1, b2 = group["betas"]
-            lr, wd = group["lr"], group["weight_decay"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g = p.grad
-                state = self.state[p]
-                if not state:
-                    state["exp_avg"] = torch.zeros_like(p)
-                m = state["exp_avg"]
-                if wd:
-                    p.mul_(1 - lr * wd)
-                p.add_(torch.sign(m.lerp(g, 1 - b1)), alpha=-lr)
-                m.lerp_(g, 1 - b2)
-        return loss
+    state_names = ("exp_avg",)
+
+    def update(self, p: torch.Tensor, grad: torch.Tensor, state: dict, group: dict) -> None:
+        b1, b2 = group["betas"]
+        lr, wd, m = group["lr"], group["weight_decay"], state["exp_avg"]
+        if wd:
+            p.mul_(1 - lr * wd)
+        p.add_(torch.sign(m.lerp(grad, 1 - b1)), alpha=-lr)
+        m.lerp_(grad, 1 - b2)
 
 
 def build_optimizer(name: str, groups: list[dict[str, Any]], *, lr: float, betas: tuple[float, float] = (0.9, 0.999),

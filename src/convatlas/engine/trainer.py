@@ -22,13 +22,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import os
 import random
 import signal
 import threading
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 

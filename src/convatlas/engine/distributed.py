@@ -114,10 +114,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _spawn_entry(rank: int, world: int, port: int, fn: Callable, args: tuple) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+def _spawn_entry(rank: int, world: int, store: str, fn: Callable, args: tuple) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    # rendezvous through a file, not a TCP port: no race with other processes picking the same free port
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     try:
         fn(rank, world, *args)
         # Leave together: a rank tearing down gloo while its peer still talks to it can abort the peer.
@@ -127,8 +127,12 @@ def _spawn_entry(rank: int, world: int, port: int, fn: Callable, args: tuple) ->
 
 
 def launch_local(fn: Callable[..., Any], world_size: int, *args: Any) -> None:
-    """Run ``fn(rank, world_size, *args)`` in ``world_size`` CPU processes (gloo on 127.0.0.1); for tests and
-    quick experiments. ``fn`` must be importable (a module-level function)."""
+    """Run ``fn(rank, world_size, *args)`` in ``world_size`` CPU processes (gloo, file rendezvous in a fresh
+    temporary folder); for tests and quick experiments. ``fn`` must be importable (a module-level function)."""
+    import tempfile
+
     import torch.multiprocessing as mp
 
-    mp.spawn(_spawn_entry, args=(world_size, free_port(), fn, args), nprocs=world_size, join=True)
+    with tempfile.TemporaryDirectory(prefix="convatlas-dist-") as tmp:
+        store = os.path.join(tmp, "rendezvous")
+        mp.spawn(_spawn_entry, args=(world_size, store, fn, args), nprocs=world_size, join=True)

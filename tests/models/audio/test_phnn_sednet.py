@@ -90,16 +90,11 @@ def test_quaternion_and_full_phm_variants_build() -> None:
 
 
 @pytest.mark.slow
-def test_learns_synthetic_sed() -> None:
+def test_learns_synthetic_sed(one_thread) -> None:
     """Tiny PHC SEDnet (n = 4, 21.6 k params) on synthetic 4-channel SED (3 classes, each a *pair* of shared
     frequency bands, plus unlabelled single-band distractors and noise): held-out frame F1 >= 0.85 and error
     rate <= 0.3 after 12 epochs (measured F1 0.92, ER 0.14; untrained F1 0.0)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny model: one thread is fastest, and robust on a shared 2-core CI machine
-    try:
-        m = _train_tiny_sed()
-    finally:
-        torch.set_num_threads(threads)
+    m = _train_tiny_sed()
     assert m["f1"] >= 0.85 and m["error_rate"] <= 0.3, m
 
 

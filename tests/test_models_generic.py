@@ -173,8 +173,8 @@ def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 @pytest.mark.parametrize("entry", DEPLOY_ENTRIES, ids=DEPLOY_IDS)
 def test_dynamo_captures_whole_model(entry: ModelEntry):
     """torch.compile's graph capture (Dynamo + AOTAutograd, ``fullgraph=True``: no graph break anywhere in the
-    forward) gives the eager outputs. Inductor code generation itself is tested on the tiny ConvNeXt/InceptionNeXt/
-    MetaFormer/HorNet (their test files)."""
+    forward) gives the eager outputs. Inductor code generation itself is tested on the tiny ConvNeXt and HorNet and
+    the whole Terminator (their test files)."""
     torch._dynamo.reset()
     model = _build(entry).eval()
     (x,) = _inputs(entry)

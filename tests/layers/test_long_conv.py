@@ -70,6 +70,31 @@ def test_sparse_modules_and_depthwise() -> None:
         dwl(x)
 
 
+def test_dtype_arguments_are_honoured() -> None:
+    """``FlashFFTConv(N, dtype)``: the official kernels need u (and gates) in that dtype: others raise, naming it.
+    ``FlashDepthWiseConv1d(..., dtype=)``: the parameters are stored in that dtype."""
+    conv = FlashFFTConv(128, dtype=torch.bfloat16)
+    u, k = torch.randn(2, 4, 64), torch.randn(4, 64)
+    y = conv(u.bfloat16(), k)
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y.float(), FlashFFTConv(128)(u.bfloat16(), k).float())
+    with pytest.raises(ValueError, match=r"dtype=torch.bfloat16.*u of shape \(2, 4, 64\).*float32"):
+        conv(u, k)
+    with pytest.raises(ValueError, match="postgate"):
+        conv(u.bfloat16(), k, postgate=torch.ones(2, 4, 64))
+    with pytest.raises(ValueError, match="dtype must be"):
+        FlashFFTConv(128, dtype=torch.int32)
+    with pytest.raises(ValueError, match="backend"):
+        FlashFFTConv(128, backend="cuda")
+    ref = nn.Conv1d(8, 8, 5, groups=8, padding=2)
+    dw = FlashDepthWiseConv1d(8, 5, 2, ref.weight.detach(), ref.bias.detach(), dtype=torch.float64)
+    assert dw.weights.dtype == dw.bias.dtype == torch.float64 and dw.weights.shape == (8, 5)
+    x = torch.randn(2, 8, 30, dtype=torch.float64)
+    torch.testing.assert_close(dw(x), ref.double()(x))
+    with pytest.raises(ValueError, match=r"D\*k = 8\*5"):
+        FlashDepthWiseConv1d(8, 5, 2, torch.randn(8, 3))
+
+
 class _CopyModel(nn.Module):
     def __init__(self, vocab: int, h: int, taps: int, long: bool) -> None:
         super().__init__()

@@ -105,7 +105,10 @@ class FlashFFTConv(nn.Module):
     Args:
         fft_size: FFT size ``N`` (a power of two in [256, 4,194,304] officially; any size >= 2 here). Inputs have
             ``L <= N``; with ``N >= L + Lk - 1`` (e.g. ``N = 2L``) the result is the causal linear convolution.
-        dtype: accepted for API compatibility (inputs of any float dtype are computed in fp32 and cast back).
+        dtype: activation dtype the module is built for. The official module takes ``torch.float16`` or
+            ``torch.bfloat16`` and its kernels require ``u`` (and the gates) in that dtype; here any float dtype
+            may be given, and inputs of another dtype raise a ``ValueError`` (``None``: any float dtype).
+            Computation is always fp32 (fp64 for fp64 inputs) with one rounding to ``u.dtype`` at the output.
         backend: ``"auto"``, ``"torch"``, ``"monarch"`` or ``"gemm"`` (real-GEMM Monarch).
 
     ``u`` ``(B, H, L)``, ``k`` ``(H, Lk)`` fp32; returns ``(B, H, L)`` of ``u.dtype``. The kernel spectrum is
@@ -116,6 +119,10 @@ class FlashFFTConv(nn.Module):
         super().__init__()
         if fft_size < 2:
             raise ValueError(f"FlashFFTConv: fft_size must be >= 2, got {fft_size}")
+        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise ValueError(f"FlashFFTConv: dtype must be a floating-point torch.dtype or None, got {dtype!r}")
+        if backend not in ("auto", "torch", "monarch", "gemm"):
+            raise ValueError(f"FlashFFTConv: backend must be 'auto', 'torch', 'monarch' or 'gemm', got {backend!r}")
         self.fft_size, self.dtype, self.backend = int(fft_size), dtype, backend
         self._cache: tuple[tuple, KernelSpectrum] | None = None
 
@@ -124,6 +131,13 @@ class FlashFFTConv(nn.Module):
     ) -> Tensor:
         if isinstance(u, Tensor) and u.ndim == 3 and u.shape[-1] > self.fft_size:
             raise ValueError(f"FlashFFTConv: sequence length {u.shape[-1]} exceeds fft_size {self.fft_size}")
+        if self.dtype is not None:
+            for name, t in (("u", u), ("pregate", pregate), ("postgate", postgate)):
+                if isinstance(t, Tensor) and t.dtype != self.dtype:
+                    raise ValueError(
+                        f"FlashFFTConv: built for dtype={self.dtype} (official kernels need u and the gates in "
+                        f"that dtype), got {name} of shape {tuple(t.shape)} and dtype {t.dtype}"
+                    )
         if (
             isinstance(k, Tensor)
             and isinstance(u, Tensor)
@@ -184,6 +198,11 @@ class FlashDepthWiseConv1d(nn.Module):
         weights: ``(D, kernel_size)`` initial weights (else Conv1d's default init).
         bias: ``(D,)`` initial bias, or ``None`` for a zero-initialised learnable bias.
         is_bhl: input ``(B, D, L)`` if True, ``(B, L, D)`` otherwise.
+        device / dtype: of the parameters (official factory kwargs; default: the device of ``weights`` (CPU
+            without), float32). Inputs of any float dtype are convolved in their own dtype.
+
+    Parameters: ``weights`` ``(D, kernel_size)`` (the ``nn.Conv1d`` weight without its singleton dim, whatever the
+    layout; the official 'blh' module stores the transpose) and ``bias`` ``(D,)``.
     """
 
     def __init__(
@@ -194,14 +213,24 @@ class FlashDepthWiseConv1d(nn.Module):
         weights: Tensor | None = None,
         bias: Tensor | None = None,
         is_bhl: bool = True,
+        device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise ValueError(f"FlashDepthWiseConv1d: dtype must be a floating-point torch.dtype, got {dtype!r}")
+        if weights is not None and weights.numel() != channels * kernel_size:
+            raise ValueError(f"FlashDepthWiseConv1d: expected weights with D*k = {channels}*{kernel_size} elements "
+                             f"((D, 1, k) or (D, k)), got shape {tuple(weights.shape)}")
+        if bias is not None and bias.numel() != channels:
+            raise ValueError(f"FlashDepthWiseConv1d: expected bias (D,) = ({channels},), got {tuple(bias.shape)}")
         ref = nn.Conv1d(channels, channels, kernel_size, groups=channels, padding=padding)
         w = ref.weight.detach()[:, 0] if weights is None else weights.detach().reshape(channels, kernel_size)
         b = torch.zeros(channels) if bias is None else bias.detach().reshape(channels)
-        self.weights = nn.Parameter(w.clone().float())
-        self.bias = nn.Parameter(b.clone().float())
+        dev = device if device is not None else (weights.device if weights is not None else None)
+        pdt = dtype if dtype is not None else torch.float32
+        self.weights = nn.Parameter(w.clone().to(device=dev, dtype=pdt))
+        self.bias = nn.Parameter(b.clone().to(device=dev, dtype=pdt))
         self.channels, self.kernel_size, self.padding, self.is_bhl = channels, kernel_size, padding, is_bhl
 
     def forward(self, x: Tensor) -> Tensor:

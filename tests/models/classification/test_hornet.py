@@ -67,6 +67,32 @@ def test_gf384_count_is_gf224_plus_larger_spectra() -> None:
     assert EXACT["hornet_base_gf"][0] + extra == EXACT["hornet_base_gf_img384"][0]
 
 
+def _params_meta(**kw) -> int:
+    with torch.device("meta"):
+        return sum(p.numel() for p in HorNet(**kw).parameters())
+
+
+_L = dict(depths=(2, 3, 18, 2), base_dim=192, orders=(2, 3, 4, 5))
+
+
+def test_readme_large_counts_are_in22k_heads() -> None:
+    """README HorNet-L 209/211/216 M = the 22k pre-training models with a 10,450-class head (IN-21K-P winter21);
+    a 1000-class or a 21,841-class head gives other roundings (card pitfall, explained in hornet.py)."""
+    gf = {"7x7": (None, None), "gf": ((14, 8), (7, 4)), "gf384": ((24, 13), (12, 7))}
+    readme = {"7x7": 209, "gf": 211, "gf384": 216}
+    for classes, expect_match in ((10_450, True), (1000, False), (21_841, False), (11_221, False)):
+        got = {k: round(_params_meta(**_L, gf_sizes=(None, None) + v, num_classes=classes) / 1e6)
+               for k, v in gf.items()}
+        assert (got == readme) is expect_match, (classes, got)
+
+
+def test_mmpretrain_large_gf384_uses_transposed_spectra() -> None:
+    """mmpretrain's L-GF384 201.23 M is the model with GF sizes (24, 12) / (13, 7), not the official (24, 13) / (12, 7)."""
+    n = _params_meta(**_L, gf_sizes=(None, None, (24, 12), (13, 7)))
+    assert n == 201_226_408 and round(n / 1e4) / 100 == 201.23
+    assert _params_meta(**_L, gf_sizes=(None, None, (24, 13), (12, 7))) == EXACT["hornet_large_gf_img384"][0]
+
+
 def test_gnconv_widths_and_validation() -> None:
     assert gnconv_dims(256, 4) == [32, 64, 128, 256]
     for order, c in ((1, 8), (2, 64), (3, 128), (4, 256), (5, 512)):

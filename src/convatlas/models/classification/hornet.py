@@ -17,13 +17,23 @@ Card facts / measured (1000 classes, conv/linear MACs at 224, FFT not counted):
 tiny_7x7 22,409,512 / 3.968 G; tiny_gf 22,991,848 / 3.889 G; small_7x7 49,528,264 / 8.814 G; small_gf
 50,401,768 / 8.694 G; base_7x7 87,256,680 / 15.567 G; base_gf 88,421,352 / 15.408 G; large_7x7 194,542,504 /
 34.796 G; large_gf 196,289,512 / 34.557 G; base_gf_img384 92,099,560; large_gf_img384 201,806,824.
-These agree with mmpretrain's converted official models to 0.01 M (22.41/22.99/49.53/50.40/87.26/88.42/194.54/
-196.29/201.23 M; its L-GF384 figure 201.23 M is 0.6 M below ours and the official code, which we follow).
-The paper/README round T..B to 22/23/50/50/87/88 M, consistent with ours. The README's HorNet-L counts
-(209/211/216 M) cannot be reproduced: neither the 1000-class model (194.5 M) nor a 21,841-class IN-22k head
-(~226.6 M) gives them, and the official code has no other L configuration; we register mmpretrain's counts.
-The paper's "FLOPs" (fvcore MACs) for GF models add FFT cost with the repo's ``calc_flops.py`` rule; our counter
-ignores FFTs, which changes T-GF by < 1 % (3.889 vs 3.9 G).
+T..B equal mmpretrain's exact counts of the converted official models (``configs/hornet/metafile.yml``:
+22,409,512 / 22,991,848 / 49,528,264 / 50,401,768 / 87,256,680 / 88,421,352), registered with ``params_exact``.
+mmpretrain's L / L-GF (194.54 / 196.29 M) agree with ours to 0.01 M; its L-GF384 (201.23 M) does not, because
+mmpretrain's ``large-gf384`` arch uses GF spectra (24, 12) / (13, 7) where the official ``hornet_large_gf_img384``
+uses (24, 13) / (12, 7): with mmpretrain's sizes our model has 201,226,408 params (test_hornet checks both).
+
+The README's HorNet-L counts (209 / 211 / 216 M) are the IN-22k *pre-training* models with their classifier: the
+L models are released only as 22k checkpoints, trained with ``--data_set image_folder`` (class count = number of
+folders). Body + head: 193,005,504 + 1537 n (7x7), 194,752,512 + 1537 n (GF), 200,269,824 + 1537 n (GF384) round
+to 209 / 211 / 216 M together only for 10,246 <= n <= 10,560 classes, e.g. the 10,450-class ImageNet-21K-P
+(winter 2021) release: 209.07 / 210.81 / 216.33 M. Neither the 1000-class model (194.5 M) nor the full
+21,841-class IN-22k head (226.6 / 228.3 / 233.8 M) nor IN-21K-P fall11 (11,221 classes: 210.25 M for 7x7)
+reproduces all three. (The class count itself is not stated in the repo or the card; this is the only head size
+consistent with the README.) So the registered 1000-class entries carry: mmpretrain's 194.54 / 196.29 M for L and
+L-GF, and for L-GF384 the README's 216 M with the 10,450-class head swapped for a 1000-class one (201.48 M).
+The paper's "FLOPs" (fvcore MACs) for GF models add FFT cost with the repo's ``calc_flops.py`` rule
+(N C ceil(log2 N) per rfft2/irfft2); our counter ignores FFTs, which changes T-GF by < 1 % (3.889 vs 3.9 G).
 """
 
 from __future__ import annotations
@@ -217,26 +227,32 @@ def convert_official_hornet(state_dict: Mapping[str, Tensor], model: nn.Module |
 checkpoint_filter_fn = convert_official_hornet
 
 
-# ---- variants: name -> (base dim, GF sizes for stages 3-4 or None, input res, params, paper GMACs, top-1) -----
+# ---- variants: name -> (base dim, GF sizes for stages 3-4 or None, input res, params, exact?, GMACs, top-1) -------
 _GF224 = ((14, 8), (7, 4))
 _GF384 = ((24, 13), (12, 7))
-_SRC = ("params: mmpretrain README for the converted official models (0.01 M); MACs: official README (fvcore); "
-        "top-1: official README / mmpretrain re-evaluation")
+#: README IN-22k counts (209/211/216 M) minus a 10,450-class head plus a 1000-class head (see the module docstring).
+IN22K_HEAD_CLASSES = 10_450
+_SRC_EXACT = ("params: mmpretrain metafile.yml exact count of the converted official model; MACs (fvcore) and "
+              "top-1: official README (mmpretrain re-evaluation agrees with the lower README column)")
+_SRC_L = "params: mmpretrain README (0.01 M) for the converted official model; MACs: official README (fvcore)"
+_SRC_L384 = ("params: official README 216 M (IN-22k head, 10,450 classes) re-headed to 1000 classes = 201.48 M "
+             "(mmpretrain's 201.23 M uses transposed GF sizes); MACs: official README (fvcore)")
 _VARIANTS = {
-    "hornet_tiny_7x7": (64, None, 224, 22_410_000, 4.0, 82.8),
-    "hornet_tiny_gf": (64, _GF224, 224, 22_990_000, 3.9, 83.0),
-    "hornet_small_7x7": (96, None, 224, 49_530_000, 8.8, 83.8),
-    "hornet_small_gf": (96, _GF224, 224, 50_400_000, 8.7, 84.0),
-    "hornet_base_7x7": (128, None, 224, 87_260_000, 15.6, 84.2),
-    "hornet_base_gf": (128, _GF224, 224, 88_420_000, 15.5, 84.3),
-    "hornet_base_gf_img384": (128, _GF384, 384, None, None, None),
-    "hornet_large_7x7": (192, None, 224, 194_540_000, 34.8, None),
-    "hornet_large_gf": (192, _GF224, 224, 196_290_000, 34.7, None),
-    "hornet_large_gf_img384": (192, _GF384, 384, 201_230_000, 101.8, None),
+    "hornet_tiny_7x7": (64, None, 224, 22_409_512, True, 4.0, 82.8, _SRC_EXACT),
+    "hornet_tiny_gf": (64, _GF224, 224, 22_991_848, True, 3.9, 83.0, _SRC_EXACT),
+    "hornet_small_7x7": (96, None, 224, 49_528_264, True, 8.8, 83.8, _SRC_EXACT),
+    "hornet_small_gf": (96, _GF224, 224, 50_401_768, True, 8.7, 84.0, _SRC_EXACT),
+    "hornet_base_7x7": (128, None, 224, 87_256_680, True, 15.6, 84.2, _SRC_EXACT),
+    "hornet_base_gf": (128, _GF224, 224, 88_421_352, True, 15.5, 84.3, _SRC_EXACT),
+    "hornet_base_gf_img384": (128, _GF384, 384, None, False, None, None, ""),
+    "hornet_large_7x7": (192, None, 224, 194_540_000, False, 34.8, None, _SRC_L),
+    "hornet_large_gf": (192, _GF224, 224, 196_290_000, False, 34.7, None, _SRC_L),
+    "hornet_large_gf_img384": (192, _GF384, 384, 216_000_000 - (IN22K_HEAD_CLASSES - 1000) * 1537, False, 101.8,
+                               None, _SRC_L384),
 }
 
 
-def _register(name: str, base: int, gf, res: int, params, gmacs, top1) -> None:
+def _register(name: str, base: int, gf, res: int, params, exact: bool, gmacs, top1, src: str) -> None:
     arch = dict(depths=(2, 3, 18, 2), base_dim=base, orders=(2, 3, 4, 5),
                 gf_sizes=(None, None) + (gf if gf else (None, None)))
 
@@ -247,8 +263,8 @@ def _register(name: str, base: int, gf, res: int, params, gmacs, top1) -> None:
     builder.__doc__ = f"{name} (card hornet): (B, 3, {res}, {res}) -> (B, 1000)."
     reported = None
     if params is not None:
-        reported = Reported(params=params, gmacs=gmacs, resolution=res, params_exact=False,
-                            metrics={"imagenet_top1": top1} if top1 else {}, source=_SRC)
+        reported = Reported(params=params, gmacs=gmacs, resolution=res, params_exact=exact,
+                            metrics={"imagenet_top1": top1} if top1 else {}, source=src)
     register_model(builder, paper="hornet", name=name, input_size=(3, res, res), test_input_size=(3, 64, 64),
                    reported=reported, tags=("in22k",) if "large" in name else ())
 

@@ -25,9 +25,12 @@ Two block-skipping options implement the paper's sparse/padded forms without mat
 
 Factorisations follow the card (``flashfftconv/conv.py``): 256 = 16×16, 1024 = 32×32, 4096 = 16×16×16,
 8192 = 32×16×16, 16384 = 16×32×32, 32768 = 32×32×32, 65536 = 16×16×16×16, ... (order 2, 3, 4). The official
-kernels use a real-input trick for N = 512 and 2048 (an N/2 complex FFT plus a post-twiddle); here real inputs are
-handled by the "two-for-one" packing in :mod:`convatlas.ops.fft_conv` (two real signals sharing one kernel are
-the real and imaginary part of one complex signal), which saves the same factor 2 for every size.
+kernels use a real-input trick for N = 512 and 2048 (an N/2 complex FFT plus a post-twiddle): it is
+:func:`monarch_rfft` / :func:`monarch_irfft` here (any even N; the half-length complex DFT runs on the Monarch
+factors of N/2, e.g. 512 -> 256 = 16×16 and 2048 -> 1024 = 32×32 as official). The ``monarch`` backend of
+:func:`convatlas.ops.fft_conv.fft_conv` uses the equivalent "two-for-one" packing instead (two real signals
+sharing one kernel are the real and imaginary part of one complex signal), which saves the same factor 2 for
+every size without the post-twiddle pass.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ __all__ = [
     "monarch_factors",
     "monarch_dft",
     "monarch_idft",
+    "monarch_rfft",
+    "monarch_irfft",
     "digit_permutation",
     "permute_spectrum",
     "freq_block_rows",
@@ -298,8 +303,108 @@ def freq_block_rows(n: int, factors: tuple[int, ...], n_keep: int) -> tuple[int,
     return lo, hi
 
 
+@lru_cache(maxsize=64)
+def _half_twiddle_cpu(n: int, dtype: torch.dtype) -> Tensor:
+    """``exp(-2πi·j/n)``, ``j = 0 .. n/2`` (the real-input trick's post-twiddle)."""
+    ang = torch.arange(n // 2 + 1, dtype=torch.float64) * (2 * math.pi / n)
+    return torch.polar(torch.ones_like(ang), -ang).to(dtype)
+
+
+def _real_trick_args(name: str, x: Tensor, n: int | None, length: int) -> tuple[int, torch.dtype]:
+    if n is None:
+        n = length + (length % 2)
+    if n < 2 or n % 2:
+        raise ValueError(f"{name}: the real-input trick needs an even FFT size n >= 2, got n={n}")
+    cdt = torch.complex128 if x.dtype in (torch.float64, torch.complex128) else torch.complex64
+    return n, cdt
+
+
+def monarch_rfft(x: Tensor, n: int | None = None, factors: tuple[int, ...] | None = None) -> Tensor:
+    """``torch.fft.rfft(x, n)`` of a real signal by the real-input trick of FlashFFTConv (flashfftconv).
+
+    The even and odd samples form one complex signal ``z[m] = x[2m] + i·x[2m+1]`` of length ``M = n/2``; its
+    Monarch DFT ``Z`` (:func:`monarch_dft`, factors of ``M``: e.g. 256 = 16×16 for n = 512) gives the spectra of
+    the even and odd parts, ``E[k] = (Z[k] + conj Z[M-k]) / 2``, ``O[k] = (Z[k] - conj Z[M-k]) / 2i``, and the
+    post-twiddle combines them: ``X[k] = E[k] + exp(-2πi·k/n)·O[k]``, ``k = 0 .. M``.
+
+    Args:
+        x: real ``(..., L)`` with ``L <= n`` (implicit zero padding; the DFT's first stage skips the zeros).
+        n: even FFT size (default ``L`` rounded up to even).
+        factors: Monarch factors of ``n / 2`` (default :func:`monarch_factors`).
+
+    Returns:
+        complex ``(..., n/2 + 1)`` (complex128 for float64 input, else complex64; bf16/fp16 are computed in fp32).
+    """
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        got = x.dtype if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"monarch_rfft: expected a real floating-point tensor (..., L), got {got}")
+    length = x.shape[-1]
+    n, cdt = _real_trick_args("monarch_rfft", x, n, length)
+    if not 0 < length <= n:
+        raise ValueError(f"monarch_rfft: signal length L={length} must be in [1, n={n}] (shape {tuple(x.shape)})")
+    m = n // 2
+    factors = monarch_factors(m) if factors is None else tuple(factors)
+    if math.prod(factors) != m:
+        raise ValueError(f"monarch_rfft: factors {factors} must multiply to n/2 = {m}")
+    rdt = torch.float64 if cdt == torch.complex128 else torch.float32
+    xr = x.to(rdt)
+    if length % 2:
+        xr = torch.nn.functional.pad(xr, (0, 1))
+    z = torch.complex(xr[..., 0::2], xr[..., 1::2])  # (..., ceil(L/2)): implicit zeros up to M
+    zf = monarch_dft(z, factors, valid_in=z.shape[-1])  # (..., M)
+    k = torch.arange(m + 1, device=x.device)
+    zk = zf[..., k % m]
+    zc = zf[..., (m - k) % m].conj()
+    even, odd = (zk + zc) * 0.5, (zk - zc) * -0.5j
+    return even + _buf(_half_twiddle_cpu, n, cdt, device=x.device) * odd
+
+
+def monarch_irfft(
+    X: Tensor, n: int, factors: tuple[int, ...] | None = None, valid_out: int | None = None
+) -> Tensor:
+    """``torch.fft.irfft(X, n)`` by the real-input trick (inverse of :func:`monarch_rfft`, 1/n applied once).
+
+    ``E[k] = (X[k] + conj X[M-k]) / 2``, ``O[k] = (X[k] - conj X[M-k])·exp(2πi·k/n) / 2``, ``Z = E + i·O``; the
+    ``M``-point inverse Monarch DFT of ``Z`` interleaves the even (real part) and odd (imaginary part) samples.
+    As ``torch.fft.irfft``, the imaginary parts of bins 0 and ``n/2`` are ignored.
+
+    Args:
+        X: complex half spectrum ``(..., n/2 + 1)``.
+        n: even FFT size.
+        factors: Monarch factors of ``n / 2``.
+        valid_out: only the first ``valid_out`` samples are produced (the last inverse stage skips the rest).
+
+    Returns:
+        real ``(..., valid_out or n)`` (float64 for complex128 input, else float32).
+    """
+    _check_complex("monarch_irfft", X)
+    n, cdt = _real_trick_args("monarch_irfft", X, n, 0)
+    m = n // 2
+    if X.shape[-1] != m + 1:
+        raise ValueError(f"monarch_irfft: expected a half spectrum (..., n/2+1 = {m + 1}), got {tuple(X.shape)}")
+    factors = monarch_factors(m) if factors is None else tuple(factors)
+    if math.prod(factors) != m:
+        raise ValueError(f"monarch_irfft: factors {factors} must multiply to n/2 = {m}")
+    out_len = n if valid_out is None else int(valid_out)
+    if not 0 < out_len <= n:
+        raise ValueError(f"monarch_irfft: valid_out={valid_out} must be in (0, {n}]")
+    X = X.to(cdt)
+    ends = torch.stack([X[..., 0].real, X[..., m].real], -1).to(cdt)  # bins 0 and n/2: real parts only
+    X = torch.cat([ends[..., :1], X[..., 1:m], ends[..., 1:]], -1)
+    k = torch.arange(m, device=X.device)
+    xk, xc = X[..., :m], X[..., m - k].conj()
+    tw = _buf(_half_twiddle_cpu, n, cdt, device=X.device)[:m].conj()
+    zf = (xk + xc) * 0.5 + 1j * ((xk - xc) * tw * 0.5)
+    half = -(-out_len // 2)
+    z = monarch_idft(zf, factors, valid_out=half)  # 1/M on the half-length signal == 1/n of irfft
+    x = torch.stack([z.real, z.imag], -1).reshape(*z.shape[:-1], 2 * half)
+    return x[..., :out_len]
+
+
 register_component("flashfftconv", monarch_dft, name="monarch_dft")
 register_component("flashfftconv", monarch_idft, name="monarch_idft")
+register_component("flashfftconv", monarch_rfft, name="monarch_rfft")
+register_component("flashfftconv", monarch_irfft, name="monarch_irfft")
 
 
 @register_identity("flashfftconv", "Monarch DFT (order 2/3/4) == torch.fft.fft in complex128")
@@ -317,6 +422,26 @@ def _identity_monarch_equals_fft() -> str:
         worst = max(worst, err / math.sqrt(n))
         assert err < 1e-9 * n, f"N={n} factors={f}: max abs error {err:.2e}"
     return f"max abs error / sqrt(N) {worst:.2e} (N=256, 1024, 4096 order 3, 65536 order 4)"
+
+
+@register_identity("flashfftconv", "real-input trick (N=512 as 256=16x16, N=2048 as 1024=32x32) == rfft; conv == direct")
+def _identity_real_trick() -> str:
+    g = torch.Generator().manual_seed(0)
+    worst_fft, worst_conv = 0.0, 0.0
+    for n, seq_len in ((512, 256), (2048, 1000)):
+        assert monarch_factors(n // 2) == {512: (16, 16), 2048: (32, 32)}[n]
+        u = torch.randn(2, 3, seq_len, dtype=torch.float64, generator=g)
+        k = torch.randn(3, seq_len, dtype=torch.float64, generator=g)
+        uf = monarch_rfft(u, n)
+        worst_fft = max(worst_fft, (uf - torch.fft.rfft(u, n)).abs().max().item() / math.sqrt(n))
+        # official usage: the kernel's rfft is passed; y = irfft(rfft(u) * rfft(k))[:L] (causal, n >= 2L - 1)
+        y = monarch_irfft(uf * torch.fft.rfft(k, n), n, valid_out=seq_len)
+        ref = torch.nn.functional.conv1d(
+            torch.nn.functional.pad(u, (seq_len - 1, 0)), k.flip(-1)[:, None], groups=3
+        )
+        worst_conv = max(worst_conv, (y - ref).abs().max().item())
+    assert worst_fft < 1e-12 and worst_conv < 1e-10, f"rfft {worst_fft:.2e}, conv {worst_conv:.2e}"
+    return f"rfft max abs error / sqrt(N) {worst_fft:.2e}; causal conv max abs error {worst_conv:.2e}"
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -20,7 +20,41 @@ VARIANTS = list_models(paper="phnn", task="classification")  # SEDnet: tests/mod
 
 
 def test_all_variants_registered() -> None:
-    assert len(VARIANTS) == 16
+    assert len(VARIANTS) == 22  # Large ResNet18/50/152 + VGG19 x {real, n2, n3, n4}; ResNet18/50 x {real, n2, n4}
+
+
+def _official_resnet_params(block: str, layers: tuple, widths: tuple, n: int, cin: int, classes: int = 10) -> int:
+    """Parameter count of the official phcresnet.py / real resnet.py layout, derived from layer shapes alone:
+    PHConv = n^3 + C_out*C_in*k^2/n (its unused bias excluded), conv = C_out*C_in*k^2, BN = 2C, Linear head."""
+    conv = (lambda ci, co, k: ci * co * k * k) if n == 1 else (lambda ci, co, k: n**3 + ci * co * k * k // n)
+    exp = 1 if block == "basic" else 4
+    total, inp = conv(cin, widths[0], 3) + 2 * widths[0], widths[0]
+    for i, (planes, depth) in enumerate(zip(widths[1:], layers)):
+        for j in range(depth):
+            if block == "basic":
+                total += conv(inp, planes, 3) + conv(planes, planes, 3) + 4 * planes
+            else:
+                total += conv(inp, planes, 1) + conv(planes, planes, 3) + conv(planes, exp * planes, 1) + 12 * planes
+            if (i > 0 and j == 0) or inp != exp * planes:  # projection shortcut
+                total += conv(inp, exp * planes, 1) + 2 * exp * planes
+            inp = exp * planes
+    return total + inp * classes + classes
+
+
+@pytest.mark.parametrize("name", [v for v in VARIANTS if v.startswith("phc_resnet")])
+def test_resnet_counts_follow_from_official_shapes(name: str) -> None:
+    """Registered counts == the shape formula (which also reproduces the card's measured Large / real figures)."""
+    from convatlas.registry import get_entry
+
+    arch, rest = name[len("phc_"):].split("_", 1)
+    n = 1 if rest.endswith("real") else int(rest[-1])
+    block, layers = {"resnet18": ("basic", (2, 2, 2, 2)), "resnet50": ("bottleneck", (3, 4, 6, 3)),
+                     "resnet152": ("bottleneck", (3, 8, 36, 3))}[arch]
+    widths = (60, 60, 120, 240, 516) if "large" in rest else (64, 64, 128, 256, 512)
+    expected = _official_resnet_params(block, layers, widths, n, 3 if n in (1, 3) else 4)
+    if name == "phc_resnet152_large_real":  # official real ResNet152Large builds BasicBlocks (see phnn.py)
+        assert _official_resnet_params("basic", layers, widths, 1, 3) == 52_578_694  # card's official count
+    assert get_entry(name).reported.params == expected
 
 
 @pytest.mark.parametrize("name", VARIANTS)

@@ -14,6 +14,11 @@ Card facts / decisions:
   pooling, identical at 32x32 and defined at other sizes.
 - ``algebra="real"`` builds the real-valued baseline (nn.Conv2d, nn.Linear) and ``algebra="quaternion"`` the
   quaternion baseline (n = 4, Hamilton product fixed).
+- Besides the "Large" networks, the official ``phcresnet.py`` builds non-large CIFAR ResNets (stem and stages
+  64/64/128/256/512, ``PHCResNet18()`` / ``PHCResNet50(channels=4, n=4)``): registered as ``phc_resnet{18,50}_
+  {real,n2,n4}``. Real counts are the card's (11,173,962 / 23,520,842); the PHC counts (n=2: 5,594,794 /
+  11,797,938; n=4: 2,805,962 / 5,938,954) follow from the official layer shapes (unused biases excluded) and are
+  re-derived in the tests. n = 3 is impossible at these widths (64 is not divisible by 3), as the card notes.
 """
 
 from __future__ import annotations
@@ -266,17 +271,33 @@ _RESNETS = {  # name -> (block, layers, {n: params})
 _VGG = {1: 29_806_930, 2: 14_909_938, 3: 9_946_504, 4: 7_465_390}
 
 
-def _register(arch: str, n: int) -> None:
-    """Register ``phc_{arch}_large_{n2,n3,n4,real}`` (n = 1: the real-valued baseline) for a ResNet or VGG19."""
+# Non-large CIFAR ResNets of the official phcresnet.py (widths 64..512): real counts from the card, PHC counts from
+# the official layer shapes (n^3 + C_out*C_in*k^2/n per PHConv, BN 2C, real Linear head; unused biases excluded).
+_SMALL = (64, 64, 128, 256, 512)
+_SMALL_RESNETS = {
+    "resnet18": ("basic", (2, 2, 2, 2), {1: 11_173_962, 2: 5_594_794, 4: 2_805_962}),
+    "resnet50": ("bottleneck", (3, 4, 6, 3), {1: 23_520_842, 2: 11_797_938, 4: 5_938_954}),
+}
+_SRC_SMALL = ("card phnn (real non-large CIFAR ResNets); PHC counts from the official phcresnet.py layer shapes "
+              "(10 classes, 4-channel input, unused PHConv biases excluded)")
+
+
+def _register(arch: str, n: int, large: bool = True) -> None:
+    """Register ``phc_{arch}[_large]_{n2,n3,n4,real}`` (n = 1: the real-valued baseline) for a ResNet or VGG19."""
     suffix = "real" if n == 1 else f"n{n}"
-    name, c = f"phc_{arch}_large_{suffix}", 3 if n in (1, 3) else 4
+    name, c = f"phc_{arch}{'_large' if large else ''}_{suffix}", 3 if n in (1, 3) else 4
     args = dict(n=max(n, 1), algebra="real" if n == 1 else "learned", in_chans=c, num_classes=10)
+    source = _SRC
     if arch == "vgg19":
         cls, params, size, what = PHCVGG, _VGG[n], 32, "PHC VGG19-BN Large"
-    else:
+    elif large:
         block, layers, counts = _RESNETS[arch]
         cls, params, size, what = PHCResNet, counts[n], 16, f"PHC {arch} Large"
         args.update(block=block, layers=layers, widths=_LARGE)
+    else:
+        block, layers, counts = _SMALL_RESNETS[arch]
+        cls, params, size, what, source = PHCResNet, counts[n], 16, f"PHC {arch} (widths 64..512)", _SRC_SMALL
+        args.update(block=block, layers=layers, widths=_SMALL)
 
     def builder(**kw):
         return cls(**{**args, **kw})
@@ -286,7 +307,7 @@ def _register(arch: str, n: int) -> None:
     register_model(
         builder, paper="phnn", name=name, input_size=(c, 32, 32), test_input_size=(c, size, size), num_classes=10,
         mean=CIFAR_MEAN if c == 3 else (0.48, *CIFAR_MEAN), std=CIFAR_STD if c == 3 else (0.24, *CIFAR_STD),
-        reported=Reported(params=params, resolution=32, params_exact=True, source=_SRC),
+        reported=Reported(params=params, resolution=32, params_exact=True, source=source),
         tags=("cifar",) + (("baseline",) if n == 1 else ()),
     )
 
@@ -294,6 +315,9 @@ def _register(arch: str, n: int) -> None:
 for _arch in (*_RESNETS, "vgg19"):
     for _n in (1, 2, 3, 4):
         _register(_arch, _n)
+for _arch in _SMALL_RESNETS:
+    for _n in (1, 2, 4):
+        _register(_arch, _n, large=False)
 
 
 @register_model(paper="phnn", test_only=True, input_size=(4, 16, 16), test_input_size=(4, 16, 16), num_classes=10)

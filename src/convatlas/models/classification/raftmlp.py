@@ -14,7 +14,10 @@ M 21,413,632 / 4.267, L 36,184,672 / 6.544 at 224; MACs count the Linear layers,
 the single-level ablations (12 x 768, patch 16: r=1/2/4 and the MLP-Mixer "org-mixer"). The LayerNorm inside a
 raft block normalises channels arranged as (o, i) (weight index o*r + i), as the official code does, so its
 weights load without permutation. Top-1 (76.1 / 78.8 / 79.4) is as recalled on the card (unconfirmed; the paper
-text was not reachable). Audit against the official libs/modules.py: MLPs end with a Dropout (index 4) as
+text was not reachable: the stored copies of hugging.y1ng.com/papers/2108.04384.md, huggingface.co/papers/2108.04384,
+catalyzex and pythonrepo hold only the abstract / introduction, and the official README (every stored version) has
+no result table, so the paper's rounded params/FLOPs cannot be compared either; the registered params/GMACs are
+the exact counts of the official class). Audit against the official libs/modules.py: MLPs end with a Dropout (index 4) as
 officially; the two further ablations the README runs are registered (``raftmlp_m_mixer_emb``: official
 ``imagenet-raft-mlp-hierarchy-m``, plain patch embeddings; ``raftmlp_12_r2_cross_emb``); the multi-level
 "shortcut" head (off in every config) is not built.

@@ -20,7 +20,11 @@ Card facts / decisions:
   ``TVConv_inter_layers=3`` (``train_test.py`` defaults passed by ``model_interface.py``; also the defaults of the
   segmentation code's TVConv), not the layer's own defaults 16 / 1 (kept by :class:`TVConv`).
 - Figures: the paper's per-width table could not be read offline (only the abstract: up to 3.1x fewer FLOPs and
-  2.3x throughput at similar accuracy vs depthwise conv). The registered figures are the exact counts of the
+  2.3x throughput at similar accuracy vs depthwise conv). Searched (session 3): the stored copies of
+  ar5iv.labs.arxiv.org/html/2203.10489, alphaxiv.org/overview/2203.10489 and the deepai abstract page hold only the
+  abstract and the start of the introduction; the official repository (README.MD: no result tables;
+  utils/compute_complexity.py prints ptflops MACs/params but records none; train_test.py) and a code-index search
+  give no per-width params/MACs/accuracy either. The registered figures are the exact counts of the
   official modules in their deployed form (``model_transform_for_test``: the generated kernels become buffers,
   so TVConv layers have no parameters), with the 512 x 1000 AM-softmax head of the default build, at 96x96. They
   are derived independently in the tests from the official module/key shapes (the converter's synthetic official

@@ -34,8 +34,11 @@ TINY = ("test_metaformer", "test_metaformer_pool", "test_metaformer_rand")
 def test_variants_registered() -> None:
     fams = {"identityformer": 5, "randformer": 5, "poolformerv2": 5, "convformer": 4, "caformer": 4}
     for fam, n in fams.items():
-        assert len([v for v in VARIANTS if v.startswith(fam + "_")]) == n, fam
-    assert len(VARIANTS) == 23
+        assert len([v for v in VARIANTS if v.startswith(fam + "_") and not v.endswith("_384")]) == n, fam
+    # README 384 fine-tunes of ConvFormer / CAFormer (same parameters, MACs at 384)
+    assert sorted(v for v in VARIANTS if v.endswith("_384")) == sorted(
+        f"{f}_{s}_384" for f in ("convformer", "caformer") for s in ("s18", "s36", "m36", "b36"))
+    assert len(VARIANTS) == 31
 
 
 @pytest.mark.parametrize("name", VARIANTS)

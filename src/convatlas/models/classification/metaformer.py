@@ -53,6 +53,7 @@ from convatlas.layers.group_norm import GroupNorm1
 from convatlas.layers.layer_scale import Scale
 from convatlas.layers.token_mixers import Attention, Pooling, RandomMixing, SepConv
 from convatlas.models.backbone import StagedBackbone, checkpoint_seq
+from convatlas.ops.pointwise_conv import conv1x1
 from convatlas.ops.residual_mlp import use_fast_inference
 from convatlas.registry import Reported, register_model
 
@@ -196,7 +197,7 @@ def _linear_as_conv(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     takes its generic path (2.2x on the AMD EPYC development machine, 1 thread, 3136 x 320 x 1280)."""
     if x.dim() != 3 or not x.is_contiguous():
         return F.linear(x, weight, bias)
-    y = F.conv2d(x.transpose(1, 2).unsqueeze(-1), weight.view(*weight.shape, 1, 1), bias)
+    y = conv1x1(x.transpose(1, 2).unsqueeze(-1), weight, bias)
     return y.squeeze(-1).transpose(1, 2)
 
 
@@ -507,23 +508,34 @@ _REPORTED = {
     "caformer_b36": (98_753_614, True, 23.2, 85.5),
 }
 _TIMM = {"poolformerv2", "convformer", "caformer"}
+# README 384 fine-tunes (same weights layout; timm tags ``<name>.sail_in1k_384``): (paper GMACs@384, top-1@384).
+# Measured on the meta device: CAFormer 13.366 / 25.984 / 41.977 / 72.150 G, ConvFormer 11.576 / 22.445 / 37.734 /
+# 66.492 G (all within 0.25 % of the README).
+_REPORTED_384 = {
+    "caformer_s18": (13.4, 85.0), "caformer_s36": (26.0, 85.7), "caformer_m36": (42.0, 86.2),
+    "caformer_b36": (72.2, 86.4), "convformer_s18": (11.6, 84.4), "convformer_s36": (22.4, 85.4),
+    "convformer_m36": (37.7, 85.6), "convformer_b36": (66.5, 85.7),
+}
 
 
-def _register(name: str, arch: dict) -> None:
+def _register(name: str, arch: dict, res: int = 224) -> None:
     params, exact, gmacs, top1 = _REPORTED[name]
+    if res != 224:
+        gmacs, top1 = _REPORTED_384[name]
     family = name.split("_")[0]
+    reg_name = name if res == 224 else f"{name}_{res}"
 
     def builder(**kw) -> MetaFormer:
         return MetaFormer(**{**arch, **kw})
 
-    builder.__name__ = builder.__qualname__ = name
-    builder.__doc__ = f"{name} (card metaformer): (B, 3, 224, 224) -> (B, 1000)."
+    builder.__name__ = builder.__qualname__ = reg_name
+    builder.__doc__ = f"{name} at {res}x{res} (card metaformer): (B, 3, {res}, {res}) -> (B, 1000)."
     src = ("params: timm 1.0.31 exact count" if exact else "params: paper (rounded)") + "; MACs/top-1: official README"
     register_model(
-        builder, paper="metaformer", name=name, input_size=(3, 224, 224),
+        builder, paper="metaformer", name=reg_name, input_size=(3, res, res),
         test_input_size=(3, 224, 224) if family == "randformer" else (3, 64, 64),
         reference=f"timm:{name}" if family in _TIMM else None,
-        reported=Reported(params=params, gmacs=gmacs, resolution=224, params_exact=exact,
+        reported=Reported(params=params, gmacs=gmacs, resolution=res, params_exact=exact,
                           metrics={"imagenet_top1": top1} if top1 else {}, source=src),
         tags=("frozen_params",) if family == "randformer" else (),
     )
@@ -532,6 +544,8 @@ def _register(name: str, arch: dict) -> None:
 for _fam, _fargs in _FAMILIES.items():
     for _size, _sargs in (_CONV_SIZES if _fam in ("convformer", "caformer") else _POOL_SIZES).items():
         _register(f"{_fam}_{_size}", {**_sargs, **_fargs})
+        if _fam in ("convformer", "caformer"):
+            _register(f"{_fam}_{_size}", {**_sargs, **_fargs}, res=384)
 
 _TINY = dict(depths=(1, 1, 1, 1), dims=(16, 32, 64, 64), num_classes=10)
 

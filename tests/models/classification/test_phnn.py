@@ -137,3 +137,15 @@ def _official_name(mod: str, kind: str, flat: dict) -> str:
         return f"features.{flat[mod]}"
     mod = re.sub(r"^pre_logits\.", "classifier.", mod)
     return re.sub(r"^head", "classifier.6", mod)
+
+
+def test_cifar_recipe() -> None:
+    """Official main.py + configs: SGD 0.9, wd 5e-4, cosine without warm-up, 200 epochs, batch 128, lr 0.1 / 0.01."""
+    from convatlas.models.classification.phnn import cifar_train_config
+
+    res, vgg = cifar_train_config("resnet"), cifar_train_config("vgg", epochs=3)
+    assert (res.optimizer, res.momentum, res.weight_decay, res.epochs, res.batch_size) == ("sgd", 0.9, 5e-4, 200, 128)
+    assert (res.lr, vgg.lr, vgg.epochs, res.warmup_epochs, res.min_lr) == (0.1, 0.01, 3, 0.0, 0.0)
+    res.validate()
+    with pytest.raises(ValueError, match="arch"):
+        cifar_train_config("mlp")

@@ -34,7 +34,8 @@ from convatlas.layers.phc_conv import PHConv, PHMLinear
 from convatlas.models.backbone import LinearHeadBackbone
 from convatlas.registry import Reported, register_model
 
-__all__ = ["PHCResNet", "PHCVGG", "add_grayscale_channel", "checkpoint_filter_fn"]
+__all__ = ["PHCResNet", "PHCVGG", "add_grayscale_channel", "checkpoint_filter_fn", "CIFAR_RECIPE",
+           "cifar_train_config"]
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
@@ -255,6 +256,32 @@ def checkpoint_filter_fn(state_dict: dict[str, Tensor], model: nn.Module) -> dic
             leaf = {"a": "A", "s": "F"}.get(leaf, leaf)
         out[f"{mod}.{leaf}" if mod else leaf] = v
     return out
+
+
+# Official training procedure (image-classification/main.py + configs/config_{resnet50,vgg11}_cifar.txt): SGD,
+# momentum 0.9, weight decay 5e-4 (on every parameter), CosineAnnealingLR(T_max=200) without warm-up, 200 epochs,
+# batch 128, lr 0.1 for the ResNets and 0.01 for VGG; 4-channel gray+RGB input (``quat_data``) for n = 2/4.
+CIFAR_RECIPE: dict = {
+    "optimizer": "sgd", "momentum": 0.9, "weight_decay": 5e-4, "epochs": 200, "batch_size": 128,
+    "lr": {"resnet": 0.1, "vgg": 0.01}, "schedule": "cosine, T_max 200 epochs, no warm-up, to lr 0",
+}  # fmt: skip
+
+
+def cifar_train_config(arch: str = "resnet", **overrides):  # noqa: ANN201 (engine TrainConfig, imported lazily)
+    """Engine ``TrainConfig`` of the official CIFAR recipe for ``arch`` = ``"resnet"`` or ``"vgg"``.
+
+    Differences from the official loop: the engine steps the cosine per optimizer step (official: per epoch) and
+    applies SGD weight decay to >= 2-D weights only (official: every parameter, BN included).
+    """
+    from convatlas.engine.trainer import TrainConfig
+
+    if arch not in CIFAR_RECIPE["lr"]:
+        raise ValueError(f"cifar_train_config: arch must be one of {sorted(CIFAR_RECIPE['lr'])}, got {arch!r}")
+    r = CIFAR_RECIPE
+    cfg = {"epochs": r["epochs"], "batch_size": r["batch_size"], "lr": r["lr"][arch], "optimizer": r["optimizer"],
+           "momentum": r["momentum"], "weight_decay": r["weight_decay"], "warmup_epochs": 0.0, "min_lr": 0.0}
+    cfg.update(overrides)
+    return TrainConfig(**cfg)
 
 
 # --- registered variants --------------------------------------------------------------------------------------

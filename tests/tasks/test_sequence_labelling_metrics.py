@@ -32,3 +32,48 @@ def test_withdrawal_and_segments_and_tmse():
     assert tmse_loss(flat) == 0
     noisy = torch.randn(2, 10, 4) * 100
     assert tmse_loss(noisy) <= 16.0 + 1e-5  # truncated at threshold**2
+
+
+def test_official_conventions_precision_recall_macro():
+    """sklearn classification_report semantics (official testing.py): macro F1 over the classes present in truth or
+    prediction; precision/recall per class."""
+    gt = torch.tensor([0, 0, 1, 1, 2, 2])
+    pred = torch.tensor([0, 1, 1, 1, 1, 2])
+    s = segmentation_scores(confusion_matrix(pred, gt, 9))
+    assert s["precision_per_class"][:3] == pytest.approx([1.0, 2 / 4, 1.0])
+    assert s["recall_per_class"][:3] == pytest.approx([1 / 2, 1.0, 1 / 2])
+    f1 = [2 / 3, 2 / 3, 2 / 3]
+    assert s["f1_per_class"][:3] == pytest.approx(f1)
+    assert s["f1_macro"] == pytest.approx(sum(f1) / 3)  # the 6 absent classes are not averaged in
+    # official abs_perc_difference: a video without true withdrawal frames scores 0 (not n_pred / 1)
+    assert withdrawal_time_error(torch.tensor([2, 3, 0]), torch.tensor([0, 0, 1])) == 0.0
+    assert withdrawal_time_error(torch.tensor([2, 3, 2]), torch.tensor([2, -100, 1])) == pytest.approx(100.0)
+
+
+def test_accumulator_pools_frames_and_averages_withdrawal_per_video():
+    from convatlas.tasks.sequence_labelling import SequenceLabellingMetrics, SequenceLabellingTask
+
+    task = SequenceLabellingTask.official_colontcn()
+    assert task.withdrawal_classes == tuple(range(2, 9))
+    acc = task.metrics()
+    # two videos (rows), the second padded; errors 50% (2 vs 4 true withdrawal frames) and 0% (exact)
+    gt = torch.tensor([[0, 2, 3, 4, 5, -100], [1, 2, 2, 0, -100, -100]])
+    pred = torch.tensor([[0, 2, 3, 0, 1, 7], [1, 2, 2, 0, 5, 5]])
+    logits = torch.nn.functional.one_hot(pred, 9).float() * 10
+    acc.update(logits[:1], gt[:1])
+    acc.update(logits[1:], gt[1:])
+    r = acc.compute()
+    assert r["withdrawal_error"] == pytest.approx(25.0)
+    ref = segmentation_scores(confusion_matrix(pred, gt, 9))  # frames of all videos pooled, as official
+    assert r["jaccard_weighted"] == pytest.approx(ref["jaccard_weighted"]) and r["accuracy"] == pytest.approx(7 / 9)
+    # state round trip (distributed all-reduce / checkpoints), older states without the withdrawal entries load
+    other = SequenceLabellingMetrics(9, range(2, 9))
+    other.load_state(acc.state())
+    assert other.compute() == r
+    old = SequenceLabellingMetrics(9)
+    old.load_state(acc.state()[:-2])
+    assert "withdrawal_error" not in old.compute()
+    with pytest.raises(ValueError, match="K=9"):
+        old.load_state(torch.zeros(5))
+    with pytest.raises(ValueError, match="withdrawal_classes"):
+        SequenceLabellingTask(4, withdrawal_classes=range(2, 9))

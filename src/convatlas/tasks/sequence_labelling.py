@@ -12,11 +12,14 @@ training (cosmoimd/temporal_segmentation src/training.py, checked): although the
 ``clip_grad_norm_(1.0)`` before ``backward()`` (so it clips nothing): :meth:`SequenceLabellingTask.official_colontcn`
 gives that loss (CE only, ``tmse_weight=0``, mean over labelled frames).
 
-Metrics (official src/testing.py): frame accuracy, per-class and support-weighted F1, per-class Jaccard (IoU),
-frequency-weighted Jaccard and the official "mean" Jaccard that divides by ``num_classes`` (absent classes count
-as 0), and the withdrawal-time error (absolute percentage difference between predicted and true numbers of frames
-in the withdrawal classes 2..8) per video. Worked example (card): gt [0,0,1,1], pred [0,1,1,1] ->
-J = (1/2, 2/3), weighted 0.583, official mean over 9 classes 0.130.
+Metrics (official src/testing.py, checked): frames of all test videos are pooled into one confusion matrix, from
+which come frame accuracy, per-class precision/recall/F1 with their support-weighted and macro averages
+(sklearn ``classification_report``: macro over the classes present in the ground truth or the predictions),
+per-class Jaccard (IoU), frequency-weighted Jaccard and the official "mean" Jaccard that divides by
+``num_classes`` (absent classes count as 0); the withdrawal-time error (absolute percentage difference between
+predicted and true numbers of frames in the withdrawal classes 2..8; 0 for a video without true withdrawal
+frames, as official) is computed per video and averaged over videos. Worked example (card): gt [0,0,1,1],
+pred [0,1,1,1] -> J = (1/2, 2/3), weighted 0.583, official mean over 9 classes 0.130.
 """
 
 from __future__ import annotations
@@ -78,20 +81,28 @@ def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:
 
 
 def segmentation_scores(cm: Tensor) -> dict[str, Any]:
-    """Frame-level scores from a confusion matrix (rows = truth): accuracy, F1 and Jaccard per class, F1/Jaccard
-    weighted by ground-truth frequency, and the official Jaccard mean over all ``K`` classes."""
+    """Frame-level scores from a confusion matrix (rows = truth): accuracy, precision/recall/F1 and Jaccard per
+    class, F1/Jaccard weighted by ground-truth frequency, macro F1 over the classes present in truth or prediction
+    (sklearn's label set), and the official Jaccard mean over all ``K`` classes."""
     cm = cm.double()
     tp = cm.diag()
     support = cm.sum(1)
     predicted = cm.sum(0)
-    f1 = torch.where(support + predicted > 0, 2 * tp / (support + predicted).clamp(min=1e-12), torch.zeros_like(tp))
+    zero = torch.zeros_like(tp)
+    precision = torch.where(predicted > 0, tp / predicted.clamp(min=1e-12), zero)
+    recall = torch.where(support > 0, tp / support.clamp(min=1e-12), zero)
+    f1 = torch.where(support + predicted > 0, 2 * tp / (support + predicted).clamp(min=1e-12), zero)
+    present = (support + predicted) > 0
     union = support + predicted - tp
     jac = torch.where(union > 0, tp / union.clamp(min=1e-12), torch.zeros_like(tp))
     total = support.sum().clamp(min=1)
     return {
         "accuracy": float(tp.sum() / total),
+        "precision_per_class": precision.tolist(),
+        "recall_per_class": recall.tolist(),
         "f1_per_class": f1.tolist(),
         "f1_weighted": float((f1 * support).sum() / total),
+        "f1_macro": float(f1[present].mean()) if bool(present.any()) else 0.0,
         "jaccard_per_class": jac.tolist(),
         "jaccard_weighted": float((jac * support).sum() / total),
         "jaccard_mean_official": float(jac.sum() / cm.shape[0]),
@@ -100,12 +111,13 @@ def segmentation_scores(cm: Tensor) -> dict[str, Any]:
 
 def withdrawal_time_error(pred: Tensor, target: Tensor, withdrawal_classes: Sequence[int] = range(2, 9)) -> float:
     """Absolute percentage difference (in %) between predicted and true numbers of withdrawal-phase frames of one
-    video (labels (T,)); official ColonTCN metric with classes 2..8 as the withdrawal phase."""
-    wc = torch.as_tensor(list(withdrawal_classes))
+    video (labels (T,), ``IGNORE_INDEX`` frames skipped); official ColonTCN metric (``abs_perc_difference``) with
+    classes 2..8 as the withdrawal phase. A video without true withdrawal frames scores 0, as official."""
+    wc = torch.as_tensor(list(withdrawal_classes), device=target.device)
     keep = target != IGNORE_INDEX
     n_true = torch.isin(target[keep], wc).sum().item()
     n_pred = torch.isin(pred[keep], wc).sum().item()
-    return abs(n_pred - n_true) / max(n_true, 1) * 100.0
+    return abs(n_pred - n_true) / n_true * 100.0 if n_true else 0.0
 
 
 def count_segments(labels: Tensor) -> int:
@@ -116,34 +128,54 @@ def count_segments(labels: Tensor) -> int:
 
 
 class SequenceLabellingMetrics(MetricAccumulator):
-    """Accumulates the confusion matrix and the loss; ``compute`` -> accuracy, f1_weighted, jaccard_* ."""
+    """Accumulates the pooled confusion matrix, the loss and (with ``withdrawal_classes``) the per-video
+    withdrawal-time error; ``compute`` -> accuracy, f1_weighted, f1_macro, jaccard_*, loss
+    [, withdrawal_error (mean % over videos: every row of a batch is one video)]."""
 
-    def __init__(self, num_classes: int) -> None:
+    def __init__(self, num_classes: int, withdrawal_classes: Sequence[int] | None = None) -> None:
         self.num_classes = num_classes
-        self._sums = torch.zeros(num_classes * num_classes + 2, dtype=torch.float64)
+        self.withdrawal_classes = None if withdrawal_classes is None else tuple(withdrawal_classes)
+        # [confusion matrix (K*K), loss sum, labelled frames, withdrawal-error sum, videos]
+        self._sums = torch.zeros(num_classes * num_classes + 4, dtype=torch.float64)
 
     def update(self, outputs: Tensor, targets: Tensor) -> None:
         logits = outputs.detach().float()
+        targets = targets.detach()
         k = self.num_classes
-        cm = confusion_matrix(logits.argmax(-1), targets.detach(), k)
+        pred = logits.argmax(-1)
+        cm = confusion_matrix(pred, targets, k)
         loss = F.cross_entropy(logits.reshape(-1, k), targets.reshape(-1), ignore_index=IGNORE_INDEX,
                                reduction="sum")
         n = (targets != IGNORE_INDEX).sum()
-        self._sums += torch.cat([cm.flatten().double(), torch.stack([loss.double(), n.double()])])
+        wsum, videos = 0.0, 0
+        if self.withdrawal_classes is not None:
+            for p, t in zip(pred.reshape(-1, pred.shape[-1]), targets.reshape(-1, targets.shape[-1])):
+                wsum += withdrawal_time_error(p, t, self.withdrawal_classes)
+                videos += 1
+        extra = torch.tensor([float(loss), float(n), wsum, float(videos)], dtype=torch.float64)
+        self._sums += torch.cat([cm.flatten().double().cpu(), extra])
 
     def compute(self) -> dict[str, float]:
         k = self.num_classes
         cm = self._sums[: k * k].reshape(k, k)
         scores = segmentation_scores(cm)
         out = {key: v for key, v in scores.items() if not isinstance(v, list)}
-        out["loss"] = float(self._sums[-2] / self._sums[-1].clamp(min=1))
+        out["loss"] = float(self._sums[k * k] / self._sums[k * k + 1].clamp(min=1))
+        if self.withdrawal_classes is not None:
+            out["withdrawal_error"] = float(self._sums[k * k + 2] / self._sums[k * k + 3].clamp(min=1))
         return out
 
     def state(self) -> Tensor:
         return self._sums.clone()
 
     def load_state(self, state: Tensor) -> None:
-        self._sums = state.to(torch.float64).clone()
+        state = state.to(torch.float64).flatten()
+        if state.numel() == self._sums.numel() - 2:  # saved before the withdrawal-error entries existed
+            state = torch.cat([state, state.new_zeros(2)])
+        if state.numel() != self._sums.numel():
+            raise ValueError(f"SequenceLabellingMetrics: expected a state of {self._sums.numel()} values for "
+                             f"K={self.num_classes}, got {state.numel()}")
+        self._sums = state.clone()
 
 
 @register_task("sequence_labelling")
@@ -155,6 +187,8 @@ class SequenceLabellingTask(TaskAdapter):
         class_weights: optional (K,) CE weights (see :func:`class_weights_from_labels`).
         tmse_weight: weight of the truncated temporal MSE smoothing loss (0 disables it).
         threshold: TMSE truncation (4 -> clamp at 16).
+        withdrawal_classes: classes of the withdrawal phase for the per-video withdrawal-time error metric
+            (ColonTCN / REAL-Colon: 2..8, set by :meth:`official_colontcn`); ``None`` leaves the metric out.
     """
 
     primary_metric = "jaccard_weighted"
@@ -166,9 +200,13 @@ class SequenceLabellingTask(TaskAdapter):
         class_weights: Tensor | None = None,
         tmse_weight: float = 0.15,
         threshold: float = 4.0,
+        withdrawal_classes: Sequence[int] | None = None,
     ) -> None:
         if tmse_weight < 0:
             raise ValueError(f"tmse_weight must be >= 0, got {tmse_weight}")
+        if withdrawal_classes is not None and not all(0 <= int(c) < num_classes for c in withdrawal_classes):
+            raise ValueError(f"withdrawal_classes must lie in [0, {num_classes}), got {list(withdrawal_classes)}")
+        self.withdrawal_classes = None if withdrawal_classes is None else tuple(int(c) for c in withdrawal_classes)
         self.num_classes = num_classes
         self.class_weights = class_weights
         self.tmse_weight = tmse_weight
@@ -177,8 +215,9 @@ class SequenceLabellingTask(TaskAdapter):
     @classmethod
     def official_colontcn(cls, class_weights: Tensor | None = None, num_classes: int = 9) -> "SequenceLabellingTask":
         """The loss the official ColonTCN training script actually optimises: class-weighted CE only (module
-        notes)."""
-        return cls(num_classes=num_classes, class_weights=class_weights, tmse_weight=0.0)
+        notes); metrics include the withdrawal-time error over classes 2..8."""
+        return cls(num_classes=num_classes, class_weights=class_weights, tmse_weight=0.0,
+                   withdrawal_classes=range(2, min(9, num_classes)))
 
     def split_batch(self, batch: Any) -> tuple[tuple, Any]:
         if len(batch) == 3:
@@ -198,7 +237,7 @@ class SequenceLabellingTask(TaskAdapter):
         return ce + self.tmse_weight * tmse_loss(outputs, mask, self.threshold)
 
     def metrics(self) -> SequenceLabellingMetrics:
-        return SequenceLabellingMetrics(self.num_classes)
+        return SequenceLabellingMetrics(self.num_classes, self.withdrawal_classes)
 
     def predict(self, outputs: Tensor, labels: list[str] | None = None) -> list[dict[str, Any]]:
         pred = outputs.detach().float().argmax(-1)

@@ -108,3 +108,12 @@ def test_per_sample_conv_matches_grouped_conv(k: int, stride: int, pad: int) -> 
     ref = torch.nn.functional.conv2d(x.reshape(1, 15, 9, 8), w.reshape(12, 5, k, k), None, stride, pad, 1, groups=3)
     out = per_sample_conv2d(x, w, (stride, stride), (pad, pad), (1, 1))
     assert torch.allclose(out, ref.view(3, 4, *ref.shape[-2:]), atol=1e-12)
+
+
+def test_fbm_placement_options() -> None:
+    """FBM goes to 3x3 layers (any stride); ``use_fbm_for_stride`` adds it to strided 1x1 layers (official)."""
+    assert FDConv(32, 32, 3, 2, 1, kernel_num=4).FBM is not None
+    assert FDConv(32, 32, 1, 2, kernel_num=4).FBM is None
+    layer = FDConv(32, 32, 1, 2, kernel_num=4, use_fbm_for_stride=True)
+    assert layer.FBM is not None and FDConv(32, 32, 1, 1, kernel_num=4, use_fbm_for_stride=True).FBM is None
+    assert layer(torch.randn(2, 32, 8, 8)).shape == (2, 32, 4, 4)

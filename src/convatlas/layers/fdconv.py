@@ -206,6 +206,8 @@ class FDConv(nn.Module):
         reduction: KSM-Global bottleneck ratio (width max(int(C_in * reduction), 16)).
         use_fdconv_if_c_gt / use_fdconv_if_k_in: outside these the layer is a plain convolution.
         use_fbm_if_k_in: kernel sizes that get FBM ((3,)).
+        use_fbm_for_stride: also give FBM to strided layers of other kernel sizes (official option, off by default
+            and in every released config).
         att_multi, kernel_temp, temp: attention scale/temperatures (2, 1, temp = kernel_temp).
         use_ksm_local, ksm_local_act, ksm_global_act: KSM options ("sigmoid" or "tanh").
         fbm_k_list, fbm_lowfreq_att, fbm_spatial_group, fbm_spatial_kernel: FBM options.
@@ -227,6 +229,7 @@ class FDConv(nn.Module):
         use_fdconv_if_c_gt: int = 16,
         use_fdconv_if_k_in: Sequence[int] = (1, 3),
         use_fbm_if_k_in: Sequence[int] = (3,),
+        use_fbm_for_stride: bool = False,
         att_multi: float = 2.0,
         kernel_temp: float = 1.0,
         temp: float | None = None,
@@ -270,7 +273,7 @@ class FDConv(nn.Module):
             in_channels, out_channels, k, kernel_num * param_ratio, reduction,
             kernel_temp if temp is None else temp, kernel_temp, att_multi, ksm_global_act,
         )
-        if k in tuple(use_fbm_if_k_in):
+        if k in tuple(use_fbm_if_k_in) or (use_fbm_for_stride and self.stride[0] > 1):
             self.FBM = FrequencyBandModulation(
                 in_channels, fbm_k_list, fbm_lowfreq_att, ksm_global_act if ksm_global_act != "softmax" else "sigmoid",
                 fbm_spatial_group, fbm_spatial_kernel,

@@ -11,6 +11,15 @@ Card facts / reproduced figures (ResNet-50, kernel_num 64, 1000 classes; measure
   card's count from the official layer.
 - MACs at 224: 4.255 G (paper rule) vs 4.089 G for ResNet-50 (the dynamic kernels add little; FFTs are not
   counted by the MAC counter). The paper's "+1.8G FLOPs" refers to Faster R-CNN at detection resolution.
+- Rule source: official ``FDConv_detection/mmdet_custom/resnet.py``: ``ResLayer`` builds the downsample conv with
+  ``build_conv_layer(None, ...)`` (its ``conv_cfg`` argument commented out), the bottleneck convs and the 7x7 stem
+  with ``conv_cfg`` = FDConv; FDConv's own fallback keeps the stem plain (C_in = 3, k = 7). FBM goes to every 3x3
+  (stride 2 included: ``use_fbm_if_k_in=[3]``; ``use_fbm_for_stride`` only adds strided non-3x3 layers, off).
+- Training facts (official Mask R-CNN config, read): ``need_grad_list=['KSM', 'FBM']`` acts only in
+  ``_freeze_stages``: in the frozen stages (mmdet ``frozen_stages=1``: stem + layer1) every parameter is frozen
+  except those whose name contains 'KSM' or 'FBM', which keep training; AdamW lr 1e-4, weight decay 0.05 (none on
+  norm / bias), 12 epochs with steps at 8 and 11, 4 images per GPU, DETR-style multi-scale augmentation, fp16.
+  The detection/segmentation frameworks themselves (Faster/Mask R-CNN, UPerNet) are not built here.
 """
 
 from __future__ import annotations

@@ -1,0 +1,165 @@
+"""Stateless box math for object detection (card: aff, AFFNet + SSDLite; cvnets / SSD conventions).
+
+Boxes are ``(x1, y1, x2, y2)`` in pixels unless a name says ``cxcywh`` (centre x, centre y, width, height).
+
+- :func:`box_area`, :func:`box_iou`: areas and the (N, M) IoU matrix (torchvision's definition: no ``+1``).
+- :func:`box_xyxy_to_cxcywh`, :func:`box_cxcywh_to_xyxy`: conversions.
+- :func:`encode_boxes` / :func:`decode_boxes`: SSD regression targets with variances (0.1, 0.2) (SSD Eq. 2;
+  cvnets ``convert_boxes_to_locations`` / ``convert_locations_to_boxes``).
+- :func:`nms`, :func:`batched_nms`: greedy non-maximum suppression in plain PyTorch (same results as
+  ``torchvision.ops.nms`` / ``batched_nms``: a box is dropped when its IoU with a kept, higher-scored box is
+  strictly above the threshold; kept indices in decreasing score order).
+- :func:`ssd_priors`: SSD prior (anchor) boxes for a list of feature-map sizes, as cvnets' ``SSDAnchorGenerator``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "box_area",
+    "box_iou",
+    "box_xyxy_to_cxcywh",
+    "box_cxcywh_to_xyxy",
+    "encode_boxes",
+    "decode_boxes",
+    "nms",
+    "batched_nms",
+    "ssd_priors",
+    "SSD_VARIANCES",
+]
+
+SSD_VARIANCES = (0.1, 0.2)  # (centre, size) variances of SSD / cvnets
+
+
+def box_area(boxes: Tensor) -> Tensor:
+    """(..., 4) xyxy -> (...) areas (negative extents count as 0)."""
+    wh = (boxes[..., 2:] - boxes[..., :2]).clamp(min=0)
+    return wh[..., 0] * wh[..., 1]
+
+
+def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """IoU of every pair: (N, 4), (M, 4) xyxy -> (N, M). Pairs with an empty union give 0."""
+    lt = torch.maximum(boxes1[:, None, :2], boxes2[None, :, :2])
+    rb = torch.minimum(boxes1[:, None, 2:], boxes2[None, :, 2:])
+    wh = (rb - lt).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    union = box_area(boxes1)[:, None] + box_area(boxes2)[None, :] - inter
+    return torch.where(union > 0, inter / union.clamp(min=torch.finfo(inter.dtype).tiny), torch.zeros_like(inter))
+
+
+def box_xyxy_to_cxcywh(boxes: Tensor) -> Tensor:
+    """(..., 4) xyxy -> (..., 4) cxcywh."""
+    return torch.cat([(boxes[..., :2] + boxes[..., 2:]) / 2, boxes[..., 2:] - boxes[..., :2]], dim=-1)
+
+
+def box_cxcywh_to_xyxy(boxes: Tensor) -> Tensor:
+    """(..., 4) cxcywh -> (..., 4) xyxy."""
+    half = boxes[..., 2:] / 2
+    return torch.cat([boxes[..., :2] - half, boxes[..., :2] + half], dim=-1)
+
+
+def encode_boxes(boxes: Tensor, priors: Tensor, variances: tuple[float, float] = SSD_VARIANCES) -> Tensor:
+    """SSD regression targets of ``boxes`` relative to ``priors`` (both (..., 4) xyxy, broadcastable).
+
+    ``((c_box - c_prior) / wh_prior / v_c, log(wh_box / wh_prior) / v_s)``; boxes must have positive size.
+    """
+    b, p = box_xyxy_to_cxcywh(boxes), box_xyxy_to_cxcywh(priors)
+    centre = (b[..., :2] - p[..., :2]) / p[..., 2:] / variances[0]
+    size = torch.log(b[..., 2:] / p[..., 2:]) / variances[1]
+    return torch.cat([centre, size], dim=-1)
+
+
+def decode_boxes(deltas: Tensor, priors: Tensor, variances: tuple[float, float] = SSD_VARIANCES) -> Tensor:
+    """Inverse of :func:`encode_boxes`: (..., 4) deltas and xyxy priors -> (..., 4) xyxy boxes."""
+    p = box_xyxy_to_cxcywh(priors).to(deltas.dtype)
+    centre = deltas[..., :2] * variances[0] * p[..., 2:] + p[..., :2]
+    size = torch.exp(deltas[..., 2:] * variances[1]) * p[..., 2:]
+    return box_cxcywh_to_xyxy(torch.cat([centre, size], dim=-1))
+
+
+def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
+    """Greedy NMS: (N, 4) xyxy boxes, (N,) scores -> int64 indices of the kept boxes, highest score first.
+
+    Equivalent to ``torchvision.ops.nms``. Vectorised: with ``over[j, i] = IoU(j, i) > t`` for j ranked above i,
+    the greedy result is the unique solution of ``keep_i = not any_j (keep_j and over[j, i])``; iterating this
+    map from "keep all" fixes at least one more rank per step, and in practice converges in a few steps (the
+    depth of suppression chains). Memory is O(N^2): run it per class after a top-k (see :func:`batched_nms`).
+    """
+    if boxes.numel() == 0:
+        return torch.zeros(0, dtype=torch.long, device=boxes.device)
+    order = torch.sort(scores, descending=True, stable=True).indices
+    b = boxes[order].float()
+    over = (box_iou(b, b) > iou_threshold).triu(1)  # over[j, i]: j ranked above i suppresses i if j is kept
+    keep = torch.ones(len(order), dtype=torch.bool, device=boxes.device)
+    for _ in range(len(order)):
+        new = ~(over & keep[:, None]).any(0)
+        if torch.equal(new, keep):
+            break
+        keep = new
+    return order[keep]
+
+
+def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
+    """NMS within each category ``idxs`` (boxes of different categories never suppress each other).
+
+    (N, 4), (N,), (N,) -> kept indices, highest score first (as ``torchvision.ops.batched_nms``). Runs one
+    :func:`nms` per category, so memory is O(max per-category N^2).
+    """
+    if boxes.numel() == 0:
+        return torch.zeros(0, dtype=torch.long, device=boxes.device)
+    kept = []
+    for c in torch.unique(idxs):
+        sel = torch.nonzero(idxs == c).flatten()
+        kept.append(sel[nms(boxes[sel], scores[sel], iou_threshold)])
+    keep = torch.cat(kept)
+    return keep[torch.sort(scores[keep], descending=True, stable=True).indices]
+
+
+def ssd_priors(
+    feature_sizes: Sequence[tuple[int, int]],
+    image_size: tuple[int, int],
+    aspect_ratios: Sequence[Sequence[float]],
+    min_scale: float = 0.1,
+    max_scale: float = 1.05,
+    clip: bool = True,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """SSD priors (cvnets ``SSDAnchorGenerator``) for feature maps of ``feature_sizes`` [(h, w), ...]:
+    -> (P, 4) xyxy boxes in pixels of an image of ``image_size`` (H, W).
+
+    Level ``k`` of ``n`` uses scales ``s_k = linspace(min_scale, max_scale, n + 1)[k]`` and
+    ``s'_k = sqrt(s_k * s_{k+1})`` (fractions of the image side). At each cell ``(y, x)`` (row-major), centred at
+    ``((x + 0.5) / w, (y + 0.5) / h)``, the priors are, in this order: ``(s_k, s_k)``, ``(s'_k, s'_k)``, then for
+    each aspect ratio ``r``: ``(s_k sqrt(r), s_k / sqrt(r))`` and ``(s_k / sqrt(r), s_k sqrt(r))`` (width, height),
+    i.e. ``2 + 2 len(ratios)`` priors per cell. With ``clip`` the centre-form values are clamped to [0, 1]
+    before scaling to pixels (as cvnets). Duplicate ratios are removed (cvnets uses ``set``).
+    """
+    n = len(feature_sizes)
+    if len(aspect_ratios) != n:
+        raise ValueError(f"ssd_priors: {n} feature maps but {len(aspect_ratios)} aspect-ratio lists")
+    scales = [min_scale + (max_scale - min_scale) * i / n for i in range(n + 1)]  # linspace, in Python (meta-safe)
+    img_h, img_w = image_size
+    out = []
+    for k, ((h, w), ratios) in enumerate(zip(feature_sizes, aspect_ratios)):
+        s, s_big = scales[k], math.sqrt(scales[k] * scales[k + 1])
+        wh = [(s, s), (s_big, s_big)]
+        for r in sorted(set(float(r) for r in ratios)):
+            q = math.sqrt(r)
+            wh += [(s * q, s / q), (s / q, s * q)]
+        sizes = torch.tensor(wh, dtype=dtype, device=device)  # (A, 2) normalised (w, h)
+        cy = (torch.arange(h, dtype=dtype, device=device) + 0.5) / h
+        cx = (torch.arange(w, dtype=dtype, device=device) + 0.5) / w
+        gy, gx = torch.meshgrid(cy, cx, indexing="ij")
+        centres = torch.stack([gx, gy], -1).reshape(-1, 1, 2).expand(-1, len(wh), 2)
+        cxcywh = torch.cat([centres, sizes[None].expand(h * w, -1, -1)], -1).reshape(-1, 4)
+        if clip:
+            cxcywh = cxcywh.clamp(0.0, 1.0)
+        out.append(cxcywh)
+    scale = torch.tensor([img_w, img_h, img_w, img_h], dtype=dtype, device=device)
+    return box_cxcywh_to_xyxy(torch.cat(out) * scale)

@@ -19,8 +19,12 @@ Card facts (official ``THU-MIG/lsnet/model/lsnet.py``, read with the search tool
   README counts the fused model (as EfficientViT-style code bases do before measuring); the entries are tagged
   ``reported_deploy`` and verified after ``reparameterize()`` (this removes the earlier +0.5% B discrepancy).
   MACs at 224 (conv/linear/matmul; SKA's 9 MACs per output element and softmax not counted), fused form:
-  T 0.315 / S 0.537 / B 1.240 G (README 0.3 / 0.5 / 1.3 G, rounded). ``Reported.gmacs`` holds the measured
-  counts, the README values are in source.
+  T 0.315 / S 0.537 / B 1.240 G (README 0.3 / 0.5 / 1.3 G). T and S are the README's one-decimal roundings, so
+  ``Reported.gmacs`` holds the measured counts (README values in source). B's 1.240 G is *not* a rounding of the
+  README's 1.3 G (-4.6 %): adding what a conv/linear counter leaves out does not close it (SKA's 9 MACs per
+  output element add 3.8 M, the unfused training form 0.5 M, BN/GN/softmax elementwise work < 10 M), and the
+  official repo ships no FLOP-counting script in the indexed files; so B is registered with the README's 1.3 G
+  and a 5 % MAC tolerance (unexplained gap, stated here and in ``Reported.source``).
 - ``reparameterize()``: every ConvBN -> biased conv, RepVGGDW (3x3+1x1+identity) -> one DW 3x3 conv, BN1d+Linear
   heads -> Linear (the distillation and main heads are averaged into one Linear at inference). The BN after SKA
   stays (its per-channel scale cannot move into SKA's per-pixel kernels, which are shared by C/8-apart channels).
@@ -339,9 +343,10 @@ def checkpoint_filter_fn(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 # --- variants ---------------------------------------------------------------------------------------------------
-def _rep(params: int, gmacs: float, readme: str, top1: float, top1_dist: float) -> Reported:
-    return Reported(params=params, gmacs=gmacs, resolution=224, params_tol=0.01,
-                    source=f"README {readme} (fused form); gmacs measured (conv/linear/matmul), README rounds to 0.1G",
+def _rep(params: int, gmacs: float, readme: str, top1: float, top1_dist: float, macs_tol: float = 0.03,
+         note: str = "gmacs measured (conv/linear/matmul), README rounds to 0.1G") -> Reported:
+    return Reported(params=params, gmacs=gmacs, resolution=224, params_tol=0.01, macs_tol=macs_tol,
+                    source=f"README {readme} (fused form); {note}",
                     metrics={"imagenet_top1": top1, "imagenet_top1_distilled": top1_dist})
 
 
@@ -368,7 +373,8 @@ def lsnet_s(**kwargs: Any) -> LSNet:
     return LSNet(**{**dict(embed_dim=(96, 192, 320, 448), depth=(1, 2, 8, 10)), **kwargs})
 
 
-@register_model(**_COMMON, reported=_rep(23_200_000, 1.2404, "23.2M / 1.3G", 80.3, 81.6))
+@register_model(**_COMMON, reported=_rep(23_200_000, 1.3, "23.2M / 1.3G", 80.3, 81.6, macs_tol=0.05,
+                                         note="gmacs README; measured 1.240 G conv/linear/matmul (-4.6%, unexplained)"))
 def lsnet_b(**kwargs: Any) -> LSNet:
     """LSNet-B (23.2M, 1.3G; fused form 23,249,320 params measured)."""
     return LSNet(**{**dict(embed_dim=(128, 256, 384, 512), depth=(4, 6, 8, 10)), **kwargs})

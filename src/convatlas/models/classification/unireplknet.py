@@ -44,9 +44,15 @@ need features (``ast_models.py`` feeds them to ``LayerNorm(768)``; ``p2p_adaptor
 ``p2p_adaptor_lkv``), so they cannot run unmodified; we use the pooled/stage-4 features those heads were written
 for. The Corrformer decoder is therefore not reproduced (its input is undefined in the released code).
 
-The cards record no per-modality accuracy or size figures, so these entries carry none (measured params/MACs are
-asserted in the tests: audio 55,713,755 / 3.01 G, video 55,995,304 / 147.5 G, point 56,973,219 / 107.5 G, Global
-Temp 55,749,334 / 2366 G per 350-node sample).
+Per-modality paper figures: none registered, because none could be read. Searched (session 3): the official
+repo's README.md (image/COCO/ADE20K tables only), Audio/, Video/, Point/ and Time-Series/README.md (setup and
+commands only; the Time-Series README notes that Global Temp / Wind MSE and MAE as logged must be divided by 100
+and 10, since the NCEI raw data are scaled by 10), and the pages corpus for arXiv 2311.15599v2 and 2410.08049v1
+(HTML), the project page invictus717.github.io/UniRepLKNet, Papers-with-Code and two mirrors: only their opening
+sections (abstract/introduction) are stored, not the modality tables; the official checkpoints for these tasks
+are unreleased (README TODO). The cards record none either. So these entries carry no figures ("no reference" in
+``convatlas verify``); their measured params/MACs are asserted in the tests: audio 55,713,755 / 3.01 G, video
+55,995,304 / 147.5 G, point 56,973,219 / 107.5 G, Global Temp 55,749,334 / 2366 G per 350-node sample.
 
 ``checkpoint_filter_fn`` maps official checkpoint keys (training or deploy form) onto this module layout.
 """
@@ -776,7 +782,7 @@ def unireplknet_h(**kwargs: Any) -> UniRepLKNet:
 
 # --- modality models ---------------------------------------------------------------------------------------------
 # Official settings (AILab-CVC/UniRepLKNet Audio/Video/Point/Time-Series code, read with the search tools), all on
-# UniRepLKNet-S. The cards record no per-modality accuracy/params figures (journal/conference tables not read), so
+# UniRepLKNet-S. No per-modality accuracy/params figures could be read (where we looked: module docstring), so
 # these entries carry no reported figures ("no reference" in `convatlas verify`); measured figures are in the
 # tests. Tiny ``test_unireplknet_<modality>`` variants drive the generic registry tests.
 _S = dict(depths=(3, 3, 27, 3), dims=(96, 192, 384, 768))

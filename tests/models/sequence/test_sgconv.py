@@ -125,15 +125,15 @@ def test_torch_compile_tiny() -> None:
 
 
 class _LocalMixer(nn.Module):
-    """Same block structure as GConv but a 3-tap depthwise conv instead of the global kernel."""
+    """Same block structure as GConv but a causal ``taps``-tap depthwise conv instead of the global kernel."""
 
-    def __init__(self, h: int) -> None:
+    def __init__(self, h: int, taps: int) -> None:
         super().__init__()
-        self.dw = nn.Conv1d(h, h, 3, padding=2, groups=h)
+        self.dw = nn.Conv1d(h, h, taps, padding=taps - 1, groups=h)
         self.out = nn.Sequential(nn.Conv1d(h, 2 * h, 1), nn.GLU(1))
 
     def forward(self, x: torch.Tensor):
-        return self.out(F.gelu(self.dw(x)[..., : x.shape[-1]])), None  # causal 3-tap
+        return self.out(F.gelu(self.dw(x)[..., : x.shape[-1]])), None  # causal
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # fixture in tests/conftest.py
@@ -143,7 +143,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # fixture in tests/conftest.
 def test_learns_far_apart_tokens_where_local_conv_fails(one_thread) -> None:
     """Two markers in the first half, label = sum of their bits, read at the LAST position (L=64).
 
-    A 2-layer model with 3-tap causal convs sees only the last 5 tokens: stays at the majority rate (~50%).
+    The local baseline is the same model with a local conv *of the same size*: a causal depthwise conv with as many
+    taps per channel as SGConv has kernel parameters per channel (S·kernel_dim = 5·4 = 20): two layers see the
+    last 39 tokens, never the first marker (positions 0-15), so it stays near the majority rate (<= 50% + noise).
     The same model with SGConv's global kernel solves it (> 90% with margin; measured 100% at 150 steps).
     """
     length = 64
@@ -155,8 +157,10 @@ def test_learns_far_apart_tokens_where_local_conv_fails(one_thread) -> None:
         model = SGConvClassifier(3, vocab_size=FAR_XOR_VOCAB, d_model=32, n_layers=2, l_max=length, kernel_dim=4,
                                  norm="layer", bidirectional=False, pool="last", kernel_lr=1e-2)
         if local:
+            taps = sum(p.shape[-1] for p in model.blocks[0].conv.kernel_list)  # kernel params per channel (20)
+            assert taps == 20
             for blk in model.blocks:
-                blk.conv = _LocalMixer(32)
+                blk.conv = _LocalMixer(32, taps)
         opt = torch.optim.AdamW(sgconv_param_groups(model, 1e-2, 0.0))
         for step in range(160):
             x, y = far_xor(64, length, seed=step, **kw)
@@ -167,7 +171,7 @@ def test_learns_far_apart_tokens_where_local_conv_fails(one_thread) -> None:
         with torch.no_grad():
             accs[local] = (model.eval()(xte).argmax(-1) == yte).float().mean().item()
     assert accs[False] > 0.9, accs
-    assert accs[True] < 0.6, accs
+    assert accs[True] < 0.6, accs  # measured: local 20-tap 0.53, SGConv 1.00
 
 
 @pytest.mark.slow

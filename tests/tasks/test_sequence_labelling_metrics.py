@@ -77,3 +77,16 @@ def test_accumulator_pools_frames_and_averages_withdrawal_per_video():
         old.load_state(torch.zeros(5))
     with pytest.raises(ValueError, match="withdrawal_classes"):
         SequenceLabellingTask(4, withdrawal_classes=range(2, 9))
+
+
+def test_class_weights_from_labels_inverse_frequency():
+    """``class_weights: compute`` (official EmbeddingsDataset.compute_weights: total / count per present class):
+    ours has the same ratios, scaled to mean 1 over the present classes; absent classes get 0; ignored frames skip."""
+    from convatlas.tasks.sequence_labelling import class_weights_from_labels
+
+    labels = [torch.tensor([0, 0, 0, 1, -100]), torch.tensor([1, 3, 3, 3, 3, 3])]
+    w = class_weights_from_labels(labels, 5)
+    counts = torch.tensor([3.0, 2.0, 0.0, 5.0, 0.0])
+    official = torch.where(counts > 0, counts.sum() / counts.clamp(min=1), torch.zeros(5))
+    torch.testing.assert_close(w, official / official[counts > 0].mean())
+    assert w[2] == 0 and w[4] == 0 and w[counts > 0].mean() == pytest.approx(1.0)

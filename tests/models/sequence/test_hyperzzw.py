@@ -98,7 +98,8 @@ def test_hyperzzw_bf16_and_channels_last(name, shape):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = m(x)
     assert torch.isfinite(y.float()).all()
-    torch.testing.assert_close(y.float(), m(x), atol=0.3, rtol=0.1)
+    # bf16 matmuls/convs (8-bit mantissa): measured max error 0.0025-0.0028 on logits of max |y| 0.4-0.6
+    torch.testing.assert_close(y.float(), m(x), atol=0.02, rtol=0.02)
     if len(shape) == 4:
         torch.testing.assert_close(m(x.contiguous(memory_format=torch.channels_last)), m(x))
 

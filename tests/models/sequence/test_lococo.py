@@ -114,7 +114,8 @@ def test_lococo_bf16_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = lm(ids)
     assert torch.isfinite(y.float()).all()
-    torch.testing.assert_close(y.float(), lm(ids), atol=0.15, rtol=0.1)
+    # bf16 projections/attention; measured worst |err| - 0.02|y| = 0.013 over 15 seeds (logits up to ~2)
+    torch.testing.assert_close(y.float(), lm(ids), atol=0.05, rtol=0.02)
 
 
 @pytest.mark.slow

@@ -91,7 +91,7 @@ def test_state_dict_round_trip_and_bf16() -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         yb = model(x)
     assert yb.shape == y.shape and torch.isfinite(yb).all()
-    assert (yb.float() - y).abs().max() < 0.1 * y.abs().max() + 0.05
+    assert (yb.float() - y).abs().max() < 0.03 * y.abs().max() + 1e-3  # measured <= 0.94% of max|y| (15 seeds)
     img = create_model("sgconv_lra_image", d_model=8, n_layers=1).eval()
     xi = torch.randn(2, 1, 64)
     img2 = create_model("sgconv_lra_image", d_model=8, n_layers=1).eval()

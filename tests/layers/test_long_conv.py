@@ -70,6 +70,22 @@ def test_sparse_modules_and_depthwise() -> None:
         dwl(x)
 
 
+def test_long_conv_state_dict_round_trip_refreshes_cache() -> None:
+    """Loading a state dict into an eval-mode LongConv whose spectrum is cached must use the new kernel (the
+    in-place copy bumps the kernel's version counter); fixed (buffer) kernels are saved too."""
+    torch.manual_seed(0)
+    for learnable in (True, False):
+        a, b = LongConv(4, 300, learnable=learnable).eval(), LongConv(4, 300, learnable=learnable).eval()
+        u = torch.randn(2, 4, 300)
+        with torch.no_grad():
+            b(u)  # b caches its own kernel's spectrum
+            assert b._cache is not None
+            b.load_state_dict(a.state_dict())
+            assert set(a.state_dict()) == {"kernel", "D"}
+            torch.testing.assert_close(b(u), a(u))
+            torch.testing.assert_close(a(u), direct_conv(u, a.kernel, a.D), atol=1e-4, rtol=1e-4)
+
+
 def test_dtype_arguments_are_honoured() -> None:
     """``FlashFFTConv(N, dtype)``: the official kernels need u (and gates) in that dtype: others raise, naming it.
     ``FlashDepthWiseConv1d(..., dtype=)``: the parameters are stored in that dtype."""

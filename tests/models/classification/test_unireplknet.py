@@ -36,11 +36,12 @@ from convatlas.models.classification.unireplknet import (  # noqa: E402
     video_to_image,
 )
 
-VARIANTS = ["a", "f", "p", "n", "t", "s", "b", "l", "xl", "h"]
+VARIANTS = ["a", "f", "p", "n", "t", "s", "s_384", "b", "l", "xl", "h"]
 # Exact counts (card, scratch re-implementation of the official code): (training form, deploy form).
 EXACT = {
     "a": (4_649_060, 4_437_300), "f": (6_489_328, 6_235_216), "p": (11_080_520, 10_741_704),
     "n": (18_818_880, 18_318_560), "t": (31_693_420, 31_037_980), "s": (56_456_704, 55_645_984),
+    "s_384": (56_456_704, 55_645_984),
     "b": (99_089_416, 98_008_456), "l": (220_076_056, 218_454_616), "xl": (388_690_984, 386_529_064),
     "h": (1_353_916_000, 1_349_862_400),
 }
@@ -75,14 +76,15 @@ def test_exact_counts_both_forms(v: str) -> None:
 def test_training_recipes_cover_every_image_variant() -> None:
     from convatlas.models.classification.unireplknet import TRAINING_RECIPES
 
-    assert set(TRAINING_RECIPES) == {f"unireplknet_{v}" for v in VARIANTS if v != "h"}
+    assert set(TRAINING_RECIPES) == {f"unireplknet_{v}" for v in VARIANTS if v not in ("h", "s_384")}
     assert TRAINING_RECIPES["unireplknet_s"]["in1k"]["drop_path"] == 0.4  # official Image/README.md
     model = create_model("test_unireplknet", drop_path_rate=TRAINING_RECIPES["unireplknet_t"]["in1k"]["drop_path"])
     assert max(m.drop_prob for m in model.modules() if hasattr(m, "drop_prob")) > 0
 
 
 def test_s_at_384_matches_readme() -> None:
-    assert abs(measure_entry("unireplknet_s", 384, deploy=True).gmacs - 26.72) < 0.01  # README 26.7G
+    assert abs(measure_entry("unireplknet_s_384", deploy=True).gmacs - 26.72) < 0.01  # README 26.7G
+    assert measure_entry("unireplknet_s_384").input_shapes == ((1, 3, 384, 384),)
 
 
 def test_kernel_layouts() -> None:

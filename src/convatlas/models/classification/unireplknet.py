@@ -754,6 +754,12 @@ def unireplknet_s(**kwargs: Any) -> UniRepLKNet:
 _COMMON_384 = {**_COMMON, "input_size": (3, 384, 384)}
 
 
+@register_model(**_COMMON_384, reported=_reported(55.6e6, 26.72, 384, 86.4))
+def unireplknet_s_384(**kwargs: Any) -> UniRepLKNet:
+    """UniRepLKNet-S IN-22k -> 1k fine-tuned at 384 (README: 56M, 26.7G, 86.4; same network as ``unireplknet_s``)."""
+    return _build(dict(depths=(3, 3, 27, 3), dims=(96, 192, 384, 768)), kwargs)
+
+
 @register_model(**_COMMON_384, reported=_reported(97.9e6, 47.18, 384, 87.4))
 def unireplknet_b(**kwargs: Any) -> UniRepLKNet:
     """UniRepLKNet-B (97.9M, 47.2G at 384; IN-22k -> 1k)."""

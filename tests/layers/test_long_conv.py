@@ -84,6 +84,10 @@ def test_long_conv_state_dict_round_trip_refreshes_cache() -> None:
             assert set(a.state_dict()) == {"kernel", "D"}
             torch.testing.assert_close(b(u), a(u))
             torch.testing.assert_close(a(u), direct_conv(u, a.kernel, a.D), atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match=r"LongConv: expected input \(B, H=4, L\), got \(2, 3, 300\)"):
+        a(torch.randn(2, 3, 300))
+    with pytest.raises(ValueError, match=r"has 3 channels"):
+        FlashFFTConv(64)(torch.randn(2, 4, 32), torch.randn(3, 32))
 
 
 def test_dtype_arguments_are_honoured() -> None:

@@ -130,3 +130,26 @@ def test_lococo_compile_compressor():
 
 # The learning check (official chunk-by-chunk procedure with the detached cache) is in
 # tests/models/sequence/test_lococo_chunked_training.py.
+
+
+def test_lococo_stacked_convs_and_activation_options():
+    """Official ``n_convlayer > 1``: Conv1d(2d -> M_c·expand) -> act -> ... -> Conv1d(-> M_c) -> act -> softmax;
+    ``hidden_act`` after every conv (official ACT2FN; None there = ``identity`` here)."""
+    d, mem, k = 8, 16, 5
+    comp = KVConvCompressor(d, mem, k, n_convlayer=3, expand=2, hidden_act="gelu").double()
+    convs = [m for m in comp.layers if isinstance(m, torch.nn.Conv1d)]
+    assert [(c.in_channels, c.out_channels) for c in convs] == [(16, 16), (16, 16), (16, 8)]  # M_c = 8
+    assert sum(isinstance(m, torch.nn.GELU) for m in comp.layers) == 3
+    expect = (2 * d * 16 * k + 16) + (16 * 16 * k + 16) + (16 * 8 * k + 8) + 1
+    assert sum(p.numel() for p in comp.parameters()) == expect
+    g = torch.Generator().manual_seed(0)
+    cache = KVCache(torch.randn(2, 2, 40, d, generator=g, dtype=torch.float64),
+                    torch.randn(2, 2, 40, d, generator=g, dtype=torch.float64),
+                    torch.rand(2, 2, 40, generator=g, dtype=torch.float64), 40)
+    out = comp(cache)
+    assert out.k.shape == out.v.shape == (2, 2, mem, d) and out.scores.shape == (2, 2, mem)
+    w, w_hard, w_conv = comp.mixing_weights(cache.k[:, :, :32], cache.v[:, :, :32], cache.scores[:, :, :32])
+    for t in (w, w_hard, w_conv):
+        torch.testing.assert_close(t.sum(-1), torch.ones_like(t.sum(-1)))
+    ident = KVConvCompressor(d, mem, k, hidden_act="identity")
+    assert not any(isinstance(m, (torch.nn.ReLU, torch.nn.GELU)) for m in ident.layers)

@@ -424,7 +424,7 @@ def _identity_monarch_equals_fft() -> str:
     return f"max abs error / sqrt(N) {worst:.2e} (N=256, 1024, 4096 order 3, 65536 order 4)"
 
 
-@register_identity("flashfftconv", "real-input trick (N=512 as 256=16x16, N=2048 as 1024=32x32) == rfft; conv == direct")
+@register_identity("flashfftconv", "real-input trick (N=512 as 256=16x16, 2048 as 1024=32x32) == rfft; conv == direct")
 def _identity_real_trick() -> str:
     g = torch.Generator().manual_seed(0)
     worst_fft, worst_conv = 0.0, 0.0

@@ -17,7 +17,8 @@ from convatlas.models.classification.affnet import AFFNet  # noqa: E402
 
 def test_variants() -> None:
     assert list_models(paper="aff") == ["affnet", "affnet_base", "affnet_deeplabv3", "affnet_et", "affnet_et_deeplabv3",
-                                        "affnet_large", "affnet_t", "affnet_t_deeplabv3"]
+                                        "affnet_et_ssdlite", "affnet_large", "affnet_ssdlite", "affnet_t",
+                                        "affnet_t_deeplabv3", "affnet_t_ssdlite"]
 
 
 @pytest.mark.parametrize("name", ["affnet_et", "affnet_t", "affnet"])

@@ -1,0 +1,1 @@
+"""convatlas.models.detection: object detectors (SSDLite, ...) built on registered backbones."""

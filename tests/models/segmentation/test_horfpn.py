@@ -18,6 +18,10 @@ EXACT = {
     "upernet_hornet_tiny_gf": (54_626_476, 923.6),
     "upernet_hornet_small_7x7": (81_181_772, 1029.6),
     "upernet_hornet_small_gf": (84_813_932, 1027.1),
+    "upernet_hornet_base_7x7": (120_768_172, 1173.8),  # README 121M / 1174G
+    "upernet_hornet_base_gf": (125_611_052, 1170.5),  # README 126M / 1171G
+    "upernet_hornet_large_7x7": (231_769_964, 2471.6),  # README 232M / 2473G at 640x2560 (640 crops)
+    "upernet_hornet_large_gf": (239_034_284, 2463.7),  # README 239M / 2465G at 640x2560
     "horfpn_7x7_upernet_hornet_small_7x7": (74_275_404, 576.8),
     "horfpn_gf_upernet_hornet_small_7x7": (74_661_324, 574.5),
 }
@@ -32,7 +36,8 @@ def test_registered_variants() -> None:
 def test_counts_match_readme(name: str) -> None:
     with torch.device("meta"):
         model = create_model(name).eval()
-    c = measure_complexity(model, (torch.empty(1, 3, 512, 2048, device="meta"),))
+    crop = 640 if "large" in name else 512  # the L configs train on 640 crops; README FLOPs at crop x 4 crop
+    c = measure_complexity(model, (torch.empty(1, 3, crop, 4 * crop, device="meta"),))
     params, gmacs = EXACT[name]
     assert c.params == params and abs(c.gmacs - gmacs) < 0.1, (c.params, c.gmacs)
 

@@ -29,8 +29,13 @@ loss weights the auxiliary term 0.4) and only the logits in eval mode.
 Card facts: the README's UPerNet figures (params of the whole segmentor incl. the auxiliary head; FLOPs = MACs
 at 512x2048 with mmseg's get_flops, decode path only) are reproduced (meta device, this library's counter):
 T 7x7 52,205,036 / 925.2 G vs "52M / 926G"; T-GF 54,626,476 / 923.6 G vs "55M / 924G"; S 7x7 81,181,772 /
-1029.6 G vs "81M / 1030G"; S-GF 84,813,932 / 1027.1 G vs "85M / 1027G" (GF spectra (24, 13), (12, 7) as the
-segmentation configs). HorFPN on HorNet-S 7x7 (no README figures): 74,275,404 params / 576.8 G (7x7) and
+1029.6 G vs "81M / 1030G"; S-GF 84,813,932 / 1027.1 G vs "85M / 1027G"; B 7x7 120,768,172 / 1173.8 G vs
+"121M / 1174G"; B-GF 125,611,052 / 1170.5 G vs "126M / 1171G"; L 7x7 231,769,964 / 2471.6 G vs "232M / 2473G";
+L-GF 239,034,284 / 2463.7 G vs "239M / 2465G" (GF spectra (24, 13), (12, 7) as the segmentation configs). The L
+models use 640 crops and their FLOPs are at 640x2560 (at 512x2048 they are 1581.8 / 1576.8 G, 36 % below the
+README). The README lists B-GF with a 640 crop, but its config (``upernet_hornet_base_gf_512_160k_ade20k.py``)
+and FLOPs (1171 G at 512x2048) are 512; we follow the config. Drop path: configs (T 0.3/0.4, S 0.3, B 0.4/0.5,
+L 0.4). HorFPN on HorNet-S 7x7 (no README figures): 74,275,404 params / 576.8 G (7x7) and
 74,661,324 / 574.5 G (GF): the g^nConv ``fpn_bottleneck`` replaces the 3x3 2048->512 conv (9.4 M params, 453 GMACs).
 """
 
@@ -293,24 +298,28 @@ _VARIANTS = {
     "upernet_hornet_tiny_gf": (64, _GF_SEG, "upernet", 55e6, 924.0, 49.2, 0.4),
     "upernet_hornet_small_7x7": (96, _DW, "upernet", 81e6, 1030.0, 49.2, 0.3),
     "upernet_hornet_small_gf": (96, _GF_SEG, "upernet", 85e6, 1027.0, 50.0, 0.3),
+    "upernet_hornet_base_7x7": (128, _DW, "upernet", 121e6, 1174.0, 50.0, 0.4),
+    "upernet_hornet_base_gf": (128, _GF_SEG, "upernet", 126e6, 1171.0, 50.5, 0.5),
+    "upernet_hornet_large_7x7": (192, _DW, "upernet", 232e6, 2473.0, 54.1, 0.4, 640),
+    "upernet_hornet_large_gf": (192, _GF_SEG, "upernet", 239e6, 2465.0, 55.0, 0.4, 640),
     "horfpn_7x7_upernet_hornet_small_7x7": (96, _DW, "horfpn_7x7", None, None, None, 0.3),
     "horfpn_gf_upernet_hornet_small_7x7": (96, _DW, "horfpn_gf", None, None, None, 0.3),
 }
 
 
-def _register(name: str, base: int, gf, head: str, params, gmacs, miou, dpr: float) -> None:
+def _register(name: str, base: int, gf, head: str, params, gmacs, miou, dpr: float, crop: int = 512) -> None:
     def builder(**kw) -> HorNetUPerNet:
         bb = dict(depths=(2, 3, 18, 2), base_dim=base, orders=(2, 3, 4, 5), gf_sizes=gf, drop_path_rate=dpr)
         bb.update(kw.pop("backbone", {}))
         return HorNetUPerNet(backbone=bb, head={**_HEADS[head], **kw.pop("head", {})}, **{"aux_head": True, **kw})
 
     builder.__name__ = builder.__qualname__ = name
-    builder.__doc__ = f"{name} (card hornet): (B, 3, 512, 512) -> (B, 150, 512, 512)."
+    builder.__doc__ = f"{name} (card hornet): (B, 3, {crop}, {crop}) -> (B, 150, {crop}, {crop})."
     reported = None
     if params is not None:
-        reported = Reported(params=int(params), gmacs=gmacs, resolution=(3, 512, 2048), source=_SRC,
+        reported = Reported(params=int(params), gmacs=gmacs, resolution=(3, crop, 4 * crop), source=_SRC,
                             metrics={"ade20k_miou": miou})
-    register_model(builder, paper="hornet", name=name, task="segmentation2d", input_size=(3, 512, 512),
+    register_model(builder, paper="hornet", name=name, task="segmentation2d", input_size=(3, crop, crop),
                    test_input_size=(3, 64, 64), num_classes=150, reported=reported, tags=("segmentation",))
 
 

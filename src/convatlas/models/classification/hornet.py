@@ -32,6 +32,10 @@ to 209 / 211 / 216 M together only for 10,246 <= n <= 10,560 classes, e.g. the 1
 reproduces all three. (The class count itself is not stated in the repo or the card; this is the only head size
 consistent with the README.) So the registered 1000-class entries carry: mmpretrain's 194.54 / 196.29 M for L and
 L-GF, and for L-GF384 the README's 216 M with the 10,450-class head swapped for a 1000-class one (201.48 M).
+Training recipes (official TRAINING.md, read): AdamW lr 4e-3 at batch 4096, EMA; drop path T 0.2, S 0.4, B 0.5
+(grad clip 5 for 7x7 (T: 100), 1 for GF; S-GF / B-GF RandAugment m12 / m15); L IN-22k pre-training 90 epochs,
+drop path 0.2, wd 0.1, 5 warm-up epochs; 22k -> 1k fine-tuning at 384 (L-7x7 at 384 uses ``hornet_large_7x7``
+itself, L-GF uses ``hornet_large_gf_img384``): lr 5e-5, 30 epochs, drop path 0.4, layer decay 0.7, wd 1e-8.
 The paper's "FLOPs" (fvcore MACs) for GF models add FFT cost with the repo's ``calc_flops.py`` rule
 (N C ceil(log2 N) per rfft2/irfft2); our counter ignores FFTs, which changes T-GF by < 1 % (3.889 vs 3.9 G).
 """

@@ -17,8 +17,8 @@ weights load without permutation. Top-1 (76.1 / 78.8 / 79.4) is as recalled on t
 text was not reachable: the stored copies of hugging.y1ng.com/papers/2108.04384.md, huggingface.co/papers/2108.04384,
 catalyzex and pythonrepo hold only the abstract / introduction, and the official README (every stored version) has
 no result table, so the paper's rounded params/FLOPs cannot be compared either; the registered params/GMACs are
-the exact counts of the official class). Audit against the official libs/modules.py: MLPs end with a Dropout (index 4) as
-officially; the two further ablations the README runs are registered (``raftmlp_m_mixer_emb``: official
+the exact counts of the official class). Audit against the official libs/modules.py: MLPs end with a Dropout
+(index 4) as officially; the two further ablations the README runs are registered (``raftmlp_m_mixer_emb``: official
 ``imagenet-raft-mlp-hierarchy-m``, plain patch embeddings; ``raftmlp_12_r2_cross_emb``); the multi-level
 "shortcut" head (off in every config) is not built.
 """

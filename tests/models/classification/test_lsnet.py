@@ -73,8 +73,10 @@ def test_stage_shapes_at_224() -> None:
 
 
 def test_identities_pass() -> None:
-    for c in identities_for("lsnet"):
-        c.fn()
+    checks = identities_for("lsnet")
+    assert len(checks) == 2, [c.name for c in checks]  # an empty list would pass vacuously
+    for c in checks:
+        assert c.fn()
 
 
 def test_reparameterize_with_distillation_float64() -> None:

@@ -90,6 +90,36 @@ def test_long_conv_state_dict_round_trip_refreshes_cache() -> None:
         FlashFFTConv(64)(torch.randn(2, 4, 32), torch.randn(3, 32))
 
 
+def test_flashfftconv_cache_never_stale() -> None:
+    """One FlashFFTConv shared by layers whose kernels are generated afresh per call (implicit filters): the freed
+    kernel's memory is reused by the next kernel (same address, version 0), which a (pointer, version) cache key
+    alone mistakes for the same kernel (measured: errors of 60-73 before the fix). A persistent kernel object is
+    cached from its second use on; changing it in place refreshes the cache."""
+    import pickle
+
+    torch.manual_seed(0)
+    conv = FlashFFTConv(512)
+    u = torch.randn(2, 4, 256)
+    filters = [torch.randn(4, 256) for _ in range(4)]
+    with torch.no_grad():
+        for f in filters:
+            k = f * 1.0  # a new kernel tensor per layer/call, freed right after
+            torch.testing.assert_close(conv(u, k), direct_conv(u, k), atol=1e-4, rtol=1e-4)
+            del k
+        k = filters[0]
+        conv(u, k)
+        assert conv._cache[2] is None  # first use: uncached fused path, no spectrum kept
+        conv(u, k)
+        spec = conv._cache[2]
+        assert spec is not None
+        conv(u, k)
+        assert conv._cache[2] is spec  # reused
+        k.mul_(-1.0)
+        torch.testing.assert_close(conv(u, k), direct_conv(u, k), atol=1e-4, rtol=1e-4)
+    clone = pickle.loads(pickle.dumps(conv))  # the weak reference is not pickled
+    assert clone._cache is None and clone.fft_size == 512
+
+
 def test_dtype_arguments_are_honoured() -> None:
     """``FlashFFTConv(N, dtype)``: the official kernels need u (and gates) in that dtype: others raise, naming it.
     ``FlashDepthWiseConv1d(..., dtype=)``: the parameters are stored in that dtype."""

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import math
+import weakref
 
 import torch
 import torch.nn.functional as F
@@ -111,8 +112,12 @@ class FlashFFTConv(nn.Module):
             Computation is always fp32 (fp64 for fp64 inputs) with one rounding to ``u.dtype`` at the output.
         backend: ``"auto"``, ``"torch"``, ``"monarch"`` or ``"gemm"`` (real-GEMM Monarch).
 
-    ``u`` ``(B, H, L)``, ``k`` ``(H, Lk)`` fp32; returns ``(B, H, L)`` of ``u.dtype``. The kernel spectrum is
-    cached while the same kernel tensor (same storage and version) is passed and it does not need a gradient.
+    ``u`` ``(B, H, L)``, ``k`` ``(H, Lk)`` fp32; returns ``(B, H, L)`` of ``u.dtype``. Kernel-spectrum cache
+    (inference, kernels that need no gradient): when the *same* kernel tensor object, unchanged (same storage and
+    version counter), is passed again, its spectrum is computed once and reused from then on. The cache holds a
+    weak reference to the kernel: a kernel generated afresh on every call (e.g. by an implicit filter network, or
+    one per layer when the module is shared as the README recommends) never hits a stale spectrum, even when the
+    allocator reuses the freed kernel's memory, and runs the uncached fused path instead.
     """
 
     def __init__(self, fft_size: int, dtype: torch.dtype | None = None, backend: str = "auto") -> None:
@@ -124,7 +129,13 @@ class FlashFFTConv(nn.Module):
         if backend not in ("auto", "torch", "monarch", "gemm"):
             raise ValueError(f"FlashFFTConv: backend must be 'auto', 'torch', 'monarch' or 'gemm', got {backend!r}")
         self.fft_size, self.dtype, self.backend = int(fft_size), dtype, backend
-        self._cache: tuple[tuple, KernelSpectrum] | None = None
+        # (key, weak reference to the kernel tensor, its spectrum once the kernel has been seen twice)
+        self._cache: tuple[tuple, weakref.ref, KernelSpectrum | None] | None = None
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_cache"] = None  # weak references do not pickle; the cache is rebuilt on use
+        return state
 
     def forward(
         self, u: Tensor, k: Tensor, pregate: Tensor | None = None, postgate: Tensor | None = None
@@ -145,13 +156,21 @@ class FlashFFTConv(nn.Module):
             and k.ndim == 2
             and not (k.requires_grad and torch.is_grad_enabled())
             and k.device.type != "meta"
+            and not torch.compiler.is_compiling()
         ):
-            key = (u.shape[-1], k.shape, k.device, k.dtype, k.data_ptr(), k._version)
-            if self._cache is None or self._cache[0] != key:
-                spec = kernel_spectrum(k, u.shape[-1], n=self.fft_size, backend=self.backend)  # type: ignore[arg-type]
-                self._cache = (key, spec)
-            if self._cache[1].k_f.shape[0] == u.shape[1]:
-                return fft_conv(u, spectrum=self._cache[1], pregate=pregate, postgate=postgate)
+            key = (u.shape[-1], tuple(k.shape), k.device, k.dtype, k.data_ptr(), k._version)
+            c = self._cache
+            if c is not None and c[0] == key and c[1]() is k:
+                spec = c[2]
+                if spec is None:  # second call with this kernel: cache its spectrum from now on
+                    spec = kernel_spectrum(
+                        k, u.shape[-1], n=self.fft_size, backend=self.backend  # type: ignore[arg-type]
+                    )
+                    self._cache = (key, c[1], spec)
+                if spec.k_f.shape[0] == u.shape[1]:
+                    return fft_conv(u, spectrum=spec, pregate=pregate, postgate=postgate)
+            else:
+                self._cache = (key, weakref.ref(k), None)
         return fft_conv(
             u, k, n=self.fft_size, pregate=pregate, postgate=postgate, backend=self.backend  # type: ignore[arg-type]
         )

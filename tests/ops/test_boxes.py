@@ -84,6 +84,13 @@ def test_batched_nms_keeps_classes_apart() -> None:
     boxes = torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10]])
     scores = torch.tensor([0.9, 0.8, 0.7])
     assert batched_nms(boxes, scores, torch.tensor([0, 1, 0]), 0.5).tolist() == [0, 1]
+    g = torch.Generator().manual_seed(3)
+    b, s, idx = _random_boxes(150, g), torch.rand(150, generator=g), torch.randint(0, 5, (150,), generator=g)
+    ref = torch.cat([torch.nonzero(idx == c).flatten()[_greedy_nms(b[idx == c], s[idx == c], 0.4)]
+                     for c in range(5)])
+    ref = ref[s[ref].argsort(descending=True)]
+    assert torch.equal(batched_nms(b, s, idx, 0.4), ref)  # padded all-categories path
+    assert torch.equal(batched_nms(b, s, idx, 0.4, max_elements=1), ref)  # one nms per category
 
 
 def test_nms_and_iou_match_torchvision() -> None:
@@ -95,6 +102,7 @@ def test_nms_and_iou_match_torchvision() -> None:
         torch.testing.assert_close(box_iou(b, b[:17]), tv.ops.box_iou(b, b[:17]))
         assert torch.equal(nms(b, s, thr), tv.ops.nms(b, s, thr))
         assert torch.equal(batched_nms(b, s, idx, thr), tv.ops.batched_nms(b, s, idx, thr))
+        assert torch.equal(batched_nms(b, s, idx, thr, max_elements=1), tv.ops.batched_nms(b, s, idx, thr))
 
 
 def _cvnets_priors(fm: list[tuple[int, int]], ratios: list[list[int]], lo: float, hi: float) -> torch.Tensor:

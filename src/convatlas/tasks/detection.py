@@ -181,23 +181,13 @@ def postprocess_detections(
         boxes = torch.stack([boxes[..., 0].clamp(0, w), boxes[..., 1].clamp(0, h), boxes[..., 2].clamp(0, w),
                              boxes[..., 3].clamp(0, h)], -1)
     results = []
+    k = min(top_k, scores.shape[1])
     for b in range(scores.shape[0]):
-        sel_boxes, sel_scores, sel_labels = [], [], []
-        for c in range(1, scores.shape[-1]):
-            p = scores[b, :, c]
-            idx = torch.nonzero(p > score_threshold).flatten()
-            if idx.numel() == 0:
-                continue
-            top = p[idx].topk(min(top_k, idx.numel())).indices
-            idx = idx[top]
-            sel_boxes.append(boxes[b, idx])
-            sel_scores.append(p[idx])
-            sel_labels.append(torch.full((idx.numel(),), c - 1, dtype=torch.long, device=p.device))
-        if not sel_scores:
-            results.append({"boxes": boxes.new_zeros(0, 4), "scores": scores.new_zeros(0),
-                            "labels": torch.zeros(0, dtype=torch.long, device=scores.device)})
-            continue
-        bx, sc, lb = torch.cat(sel_boxes), torch.cat(sel_scores), torch.cat(sel_labels)
+        fg = scores[b, :, 1:]  # (P, K)
+        top_s, top_p = fg.masked_fill(fg <= score_threshold, -1.0).topk(k, dim=0)  # per class, (k, K)
+        valid = top_s > score_threshold
+        cls = torch.arange(fg.shape[1], device=fg.device).expand(k, -1)
+        bx, sc, lb = boxes[b, top_p[valid]], top_s[valid], cls[valid]
         keep = batched_nms(bx, sc, lb, nms_threshold)[:max_detections]
         results.append({"boxes": bx[keep], "scores": sc[keep], "labels": lb[keep]})
     return results

@@ -151,25 +151,45 @@ def _tinynas_k1kxk1(cin: int, cout: int, k: int, s: int, btn: int, first: bool) 
     return size, fl
 
 
+def _tinynas_k1dwsek1(cin: int, cout: int, k: int, s: int, btn: int) -> tuple[float, float]:
+    """Official TinyNAS ``ResK1DWSEK1`` (model_size, flops per input pixel): 1x1 / DW kxk / 1x1 ConvKXBN (weights
+    / groups + 2*C per BN; flops conv MACs / groups + 2*C per output pixel), the SE's two ConvKXBN in the size but
+    not in the flops (the official code says so), one activation per output element of each conv, C_in for the
+    avg-pool of a strided identity shortcut (only when in == out: this block has no projection)."""
+    rd = _se_rd(btn)
+    size = (cin * btn + 2 * btn) + (btn * k * k + 2 * btn) + (btn * rd + 2 * rd + rd * btn + 2 * btn) \
+        + (btn * cout + 2 * cout)
+    fl = cin * btn + 2 * btn + (btn * k * k + 2 * btn) / s**2 + (btn * cout + 2 * cout) / s**2 \
+        + btn + btn / s**2 + cout / s**2
+    if cin == cout and s == 2:
+        fl += cin
+    return size, fl
+
+
 def tinynas_counts(structure: Sequence[dict[str, Any]], image_size: int = 224) -> tuple[float, float]:
     """(model_size, flops) exactly as the official TinyNAS ``CnnNet.get_model_size`` / ``get_flops`` count them:
     BN affine parameters and BN/ReLU/avg-pool operations included, the classifier excluded (the search budgets
-    of DeepMAD-R18/R34/R50 refer to these figures). ResNet-like (``SuperResK1KXK1``) and ConvKX blocks only."""
+    of DeepMAD-R18/R34/R50 and 29M/50M/89M refer to these figures). ConvKX, ``SuperResK1KXK1`` (ResNet-like) and
+    ``SuperResK1DWSEK1`` (MobileNet-like; the ConvKXBN group division is as in the official 3D ConvKXBN, the 2D
+    ``get_flops`` was not in the indexed files) blocks."""
     size, flops, r = 0.0, 0.0, float(image_size)
     for b in structure:
         s = b.get("s", 1)
         if b["class"] == "ConvKXBNRELU":
             size += b["in"] * b["out"] * b["k"] ** 2 + 2 * b["out"]
             flops += (b["in"] * b["out"] * b["k"] ** 2 + 3 * b["out"]) / s**2 * r * r
-        elif b["class"] == "SuperResK1KXK1":
+        elif b["class"] in ("SuperResK1KXK1", "SuperResK1DWSEK1"):
             cur = 1.0
             for cin, cout, k, st, btn, first in _inner_blocks(b):
-                sz, fl = _tinynas_k1kxk1(cin, cout, k, st, btn, first)
+                if b["class"] == "SuperResK1KXK1":
+                    sz, fl = _tinynas_k1kxk1(cin, cout, k, st, btn, first)
+                else:
+                    sz, fl = _tinynas_k1dwsek1(cin, cout, k, st, btn)
                 size += sz
                 flops += fl * cur * cur * r * r
                 cur /= st
         else:
-            raise ValueError(f"tinynas_counts: block class {b['class']!r} is not supported (ResNet-like space only)")
+            raise ValueError(f"tinynas_counts: block class {b['class']!r} is not supported")
         r /= s
     return size, flops
 

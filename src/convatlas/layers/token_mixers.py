@@ -25,6 +25,8 @@ from torch import Tensor, nn
 
 from convatlas.identities import register_component, register_identity
 from convatlas.layers.activations import StarReLU
+from convatlas.ops.pointwise_conv import conv1x1
+from convatlas.ops.residual_mlp import use_fast_inference
 
 __all__ = ["Pooling", "RandomMixing", "SepConv", "Attention", "InceptionDWConv2d", "inception_dw_as_dense_kernel"]
 
@@ -105,13 +107,14 @@ class SepConv(nn.Module):
         self.pwconv2 = nn.Conv2d(mid, dim, 1, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.pwconv1(x)
+        fast = use_fast_inference(x)  # eager CPU inference: 1x1 convs through oneDNN (ops/pointwise_conv)
+        x = conv1x1(x, self.pwconv1.weight, self.pwconv1.bias) if fast else self.pwconv1(x)
         if isinstance(self.act1, StarReLU) and not torch.is_grad_enabled() and x.dtype == self.act1.scale.dtype:
             x = self.act1.inplace_(x)  # inference: the conv output is ours to overwrite
         else:
             x = self.act1(x)
         x = self.act2(self.dwconv(x))
-        return self.pwconv2(x)
+        return conv1x1(x, self.pwconv2.weight, self.pwconv2.bias) if fast else self.pwconv2(x)
 
 
 class Attention(nn.Module):

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from convatlas.ops.pointwise_conv import conv1x1
+
 __all__ = ["residual_norm_mlp", "use_fast_inference"]
 
 # Chunking applies when the whole (N, 4C) hidden activation exceeds _CHUNK_ABOVE elements (32 MiB fp32, glibc's
@@ -93,9 +95,9 @@ def residual_norm_mlp(
         m = stop - start
         t = F.layer_norm(rows[start:stop], (c,), norm_weight, norm_bias, eps)
         if use_conv:
-            h = F.conv2d(t.view(1, m, 1, c).permute(0, 3, 1, 2), k1, fc1_bias)  # (1, hidden, m, 1) channels-last
+            h = conv1x1(t.view(1, m, 1, c).permute(0, 3, 1, 2), k1, fc1_bias)  # (1, hidden, m, 1) channels-last
             h = torch.ops.aten.gelu_(h) if act is None else act(h)
-            y = F.conv2d(h, k2, fc2_bias).permute(0, 2, 3, 1).reshape(m, c)  # a view: channels-last output
+            y = conv1x1(h, k2, fc2_bias).permute(0, 2, 3, 1).reshape(m, c)  # a view: channels-last output
         else:
             if h_buf is None:  # reused by every chunk: no per-chunk allocation
                 h_buf = torch.empty((min(chunk, n), hidden), dtype=t.dtype, device=x.device)

@@ -32,6 +32,7 @@ from convatlas.layers import ConvMlp, DropPath, LayerNorm, drop_path_rates
 from convatlas.layers.classifier import global_pool2d, _check_pool
 from convatlas.layers.token_mixers import InceptionDWConv2d
 from convatlas.models.backbone import StagedBackbone, checkpoint_seq
+from convatlas.ops.pointwise_conv import conv1x1
 from convatlas.ops.residual_mlp import use_fast_inference
 from convatlas.registry import Reported, register_model
 
@@ -85,8 +86,8 @@ class MetaNeXtBlock(nn.Module):
         n, fc1, fc2 = self.norm, self.mlp.fc1, self.mlp.fc2
         if x.shape[0] * x.shape[2] * x.shape[3] < fc1.weight.shape[0]:
             # few tokens (small batch, late stage): re-folding the weights would cost more than the BN pass
-            h = torch.ops.aten.gelu_(fc1(n(self.token_mixer(x))))
-            y = fc2(h)
+            h = torch.ops.aten.gelu_(conv1x1(n(self.token_mixer(x)), fc1.weight, fc1.bias))
+            y = conv1x1(h, fc2.weight, fc2.bias)
             return (y.mul_(self.gamma.view(1, -1, 1, 1)) if self.gamma is not None else y).add_(x)
         s = n.running_var.add(n.eps).rsqrt()
         shift = -n.running_mean * s
@@ -101,8 +102,8 @@ class MetaNeXtBlock(nn.Module):
         if self.gamma is not None:
             w2 = w2 * self.gamma.view(-1, 1, 1, 1)
             b2 = b2 * self.gamma if b2 is not None else None
-        h = torch.ops.aten.gelu_(F.conv2d(self.token_mixer(x), w1, b1))
-        return F.conv2d(h, w2, b2).add_(x)
+        h = torch.ops.aten.gelu_(conv1x1(self.token_mixer(x), w1, b1))
+        return conv1x1(h, w2, b2).add_(x)
 
 
 class MetaNeXtStage(nn.Module):

@@ -182,7 +182,8 @@ class MetaFormerBlock(nn.Module):
         if isinstance(mlp, Mlp):
             h = _linear_as_conv(h, mlp.fc1.weight, mlp.fc1.bias)
             return _linear_as_conv(mlp.act.inplace_(h), mlp.fc2.weight, mlp.fc2.bias)
-        return mlp.fc2(mlp.act.inplace_(mlp.fc1(h)))
+        h = mlp.act.inplace_(conv1x1(h, mlp.fc1.weight, mlp.fc1.bias))
+        return conv1x1(h, mlp.fc2.weight, mlp.fc2.bias)
 
 
 # MLP halves whose hidden activation exceeds _CHUNK_ABOVE elements (32 MiB fp32: glibc's largest mmap threshold,

@@ -192,6 +192,10 @@ def test_partial_and_frequency_sparse() -> None:
             kf[..., npart // 2 :] = 0
             ref = torch.fft.irfft(torch.fft.rfft(u, n) * kf, n)[..., :256]
             assert (frequency_sparse_fft_conv(u, k, npart, backend=b) - ref).abs().max() < 1e-10
+    # partial convolution: the cached spectrum scales with N_partial, not L (overlap-save blocks of 4·N_partial)
+    kl = torch.randn(3, 4096)
+    s_part, s_whole = kernel_spectrum(kl[:, :30], 4096), kernel_spectrum(kl, 4096)
+    assert s_part.backend == "blocked" and s_part.k_f.numel() * 16 <= s_whole.k_f.numel()
     # the sparse spectrum really is smaller (memory saving)
     s_full = kernel_spectrum(k.float(), 256, n=n, backend="monarch")
     s_sparse = kernel_spectrum(k.float(), 256, n=n, backend="monarch", freq_keep=32)

@@ -75,6 +75,7 @@ def test_nms_hand_case_and_reference() -> None:
     for n, thr in [(60, 0.3), (60, 0.5), (120, 0.7)]:
         b, s = _random_boxes(n, g), torch.rand(n, generator=g)
         assert nms(b, s, thr).tolist() == _greedy_nms(b, s, thr)
+        assert nms(b, s, thr, block=16).tolist() == _greedy_nms(b, s, thr)  # several blocks
     # a suppression chain (a kills b, so b cannot kill c): needs more than one fixed-point step
     chain = torch.tensor([[0.0, 0, 10, 10], [3, 0, 13, 10], [6, 0, 16, 10]])
     assert nms(chain, torch.tensor([0.9, 0.8, 0.7]), 0.4).tolist() == [0, 2]
@@ -101,6 +102,7 @@ def test_nms_and_iou_match_torchvision() -> None:
         idx = torch.randint(0, 4, (n,), generator=g)
         torch.testing.assert_close(box_iou(b, b[:17]), tv.ops.box_iou(b, b[:17]))
         assert torch.equal(nms(b, s, thr), tv.ops.nms(b, s, thr))
+        assert torch.equal(nms(b, s, thr, block=37), tv.ops.nms(b, s, thr))
         assert torch.equal(batched_nms(b, s, idx, thr), tv.ops.batched_nms(b, s, idx, thr))
         assert torch.equal(batched_nms(b, s, idx, thr, max_elements=1), tv.ops.batched_nms(b, s, idx, thr))
 

@@ -82,20 +82,34 @@ def decode_boxes(deltas: Tensor, priors: Tensor, variances: tuple[float, float] 
     return box_cxcywh_to_xyxy(torch.cat([centre, size], dim=-1))
 
 
-def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
+def nms(boxes: Tensor, scores: Tensor, iou_threshold: float, block: int = 128) -> Tensor:
     """Greedy NMS: (N, 4) xyxy boxes, (N,) scores -> int64 indices of the kept boxes, highest score first.
 
-    Equivalent to ``torchvision.ops.nms``. Vectorised: with ``over[j, i] = IoU(j, i) > t`` for j ranked above i,
-    the greedy result is the unique solution of ``keep_i = not any_j (keep_j and over[j, i])``; iterating this
-    map from "keep all" fixes at least one more rank per step, and in practice converges in a few steps (the
-    depth of suppression chains). Memory is O(N^2): run it per class after a top-k (see :func:`batched_nms`).
+    Equivalent to ``torchvision.ops.nms``. Vectorised: boxes are taken in score order in blocks of ``block``;
+    a block first drops every box overlapping a box kept in earlier blocks, then solves the greedy rule inside
+    the block at once: with ``over[j, i] = IoU(j, i) > t`` for j ranked above i, the greedy result is the unique
+    solution of ``keep_i = not any_j (keep_j and over[j, i])``; iterating this map from "keep all" fixes at least
+    one more rank per step and in practice converges in a few steps (the depth of suppression chains). IoUs
+    computed: about kept x N + N x block (the per-box loop computes kept x N). Block 128 was fastest on one CPU
+    core for 400 - 5,000 clustered boxes (3-8x faster than the per-box loop, ``benchmarks/aff_ssdlite.py``).
     """
     if boxes.numel() == 0:
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
     order = torch.sort(scores, descending=True, stable=True).indices
     b = boxes[order].to(torch.promote_types(boxes.dtype, torch.float32))
-    over = (box_iou(b, b) > iou_threshold).triu(1).float()  # over[j, i] = 1: j ranked above i, IoU above t
-    return order[_suppress(over)]
+    keep = torch.zeros(len(order), dtype=torch.bool, device=boxes.device)
+    kept = b[:0]
+    for s in range(0, len(order), block):
+        blk = b[s:s + block]
+        alive = torch.ones(len(blk), dtype=torch.bool, device=boxes.device)
+        if len(kept):
+            alive = (box_iou(kept, blk) <= iou_threshold).all(0)
+        # dead boxes (rows zeroed) suppress nothing; overlaps above the diagonal only
+        over = ((box_iou(blk, blk) > iou_threshold).triu(1) & alive[:, None]).to(b.dtype)
+        k = _suppress(over) & alive
+        keep[s:s + block] = k
+        kept = torch.cat([kept, blk[k]])
+    return order[keep]
 
 
 def _suppress(over: Tensor) -> Tensor:

@@ -29,8 +29,9 @@ folders). Body + head: 193,005,504 + 1537 n (7x7), 194,752,512 + 1537 n (GF), 20
 to 209 / 211 / 216 M together only for 10,246 <= n <= 10,560 classes, e.g. the 10,450-class ImageNet-21K-P
 (winter 2021) release: 209.07 / 210.81 / 216.33 M. Neither the 1000-class model (194.5 M) nor the full
 21,841-class IN-22k head (226.6 / 228.3 / 233.8 M) nor IN-21K-P fall11 (11,221 classes: 210.25 M for 7x7)
-reproduces all three. (The class count itself is not stated in the repo or the card; this is the only head size
-consistent with the README.) So the registered 1000-class entries carry: mmpretrain's 194.54 / 196.29 M for L and
+reproduces all three. (The class count itself is not stated in the repo or the card: the repo's binary
+``in1k_to_21k_map.pth``, which ``main.py`` uses to slice the 22k head for 1k fine-tuning, could not be read; this
+is the only head size consistent with the README.) So the registered 1000-class entries carry: mmpretrain's 194.54 / 196.29 M for L and
 L-GF, and for L-GF384 the README's 216 M with the 10,450-class head swapped for a 1000-class one (201.48 M).
 Training recipes (official TRAINING.md, read): AdamW lr 4e-3 at batch 4096, EMA; drop path T 0.2, S 0.4, B 0.5
 (grad clip 5 for 7x7 (T: 100), 1 for GF; S-GF / B-GF RandAugment m12 / m15); L IN-22k pre-training 90 epochs,

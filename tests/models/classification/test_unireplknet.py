@@ -73,6 +73,23 @@ def test_exact_counts_both_forms(v: str) -> None:
     assert (train, deploy) == EXACT[v]
 
 
+def test_table4_counts_exclude_the_grn_gamma() -> None:
+    """README / Table 4 params = deploy params minus GRN gamma (4C per block) for all of A..XL; with the gamma
+    B / L / XL would round to 98.0 / 218.5 / 386.5 M instead of the table's 97.9 / 218.3 / 386.4 M."""
+    from convatlas.layers.grn import GRN
+
+    table = {"a": 4.4, "f": 6.2, "p": 10.7, "n": 18.3, "t": 31.0, "s": 55.6, "b": 97.9, "l": 218.3, "xl": 386.4}
+    full = {}
+    for v, m_params in table.items():
+        with torch.device("meta"):
+            model = create_model(f"unireplknet_{v}", deploy=True)
+        grn = sum(p.numel() for m in model.modules() if isinstance(m, GRN) for p in m.parameters())
+        assert count_params(model) == EXACT[v][1]
+        assert round((EXACT[v][1] - grn) / 1e6, 1) == m_params, v
+        full[v] = round(EXACT[v][1] / 1e6, 1)
+    assert [full[v] for v in ("b", "l", "xl")] == [98.0, 218.5, 386.5]
+
+
 def test_training_recipes_cover_every_image_variant() -> None:
     from convatlas.models.classification.unireplknet import TRAINING_RECIPES
 

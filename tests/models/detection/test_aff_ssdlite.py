@@ -163,6 +163,19 @@ def test_state_dict_bf16_and_channels_last() -> None:
             torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-3)
 
 
+def test_torch_export_matches_eager() -> None:
+    """The detector (frequency filters, priors built in forward) exports to one graph; the SSDOutput round-trips."""
+    model = create_model("test_aff_ssdlite").eval()
+    ep = torch.export.export(model, (torch.randn(2, 3, 64, 64),))
+    x = torch.randn(2, 3, 64, 64)
+    out = ep.module()(x)
+    with torch.no_grad():
+        ref = model(x)
+    assert isinstance(out, SSDOutput)
+    for a, b in zip(out, ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
 # ---- learning check ------------------------------------------------------------------------------------------
 def shapes_batch(n: int, g: torch.Generator, size: int = 64) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
     """Synthetic detection data: 1-3 non-overlapping objects of side 12-28 px on N(0, 0.25^2) noise, class 0 =

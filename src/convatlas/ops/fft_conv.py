@@ -59,6 +59,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from convatlas.identities import register_component, register_identity
+from convatlas.ops.partitioned_conv import partition_plan, partitioned_conv_rows
 from convatlas.ops.monarch_fft import (
     freq_block_rows,
     monarch_dft,
@@ -328,6 +329,9 @@ def fft_conv(
         ):
             # Inference with a kernel that is not cached: its FFT runs inside the same cache-blocked pass, one block
             # of channels at a time (no full (H, n//2+1) kernel spectrum is materialised).
+            plan = partition_plan(seq_len, taps) if n is None else None
+            if plan is not None:  # long sequences: many small FFTs (ops/partitioned_conv.py)
+                return _partitioned_nograd(u, k[:, :taps], plan, D, pregate, postgate, _compute_dtype(u, k))
             nn = n if n is not None else fast_fft_size(seq_len + taps - 1)
             return _fused_uncached_nograd(u, k[:, :taps], nn, D, pregate, postgate, _compute_dtype(u, k))
     if spectrum is None:
@@ -618,6 +622,44 @@ def _fused_uncached_nograd(
                 g1[:, h0:h1] if g1 is not None else None, g2[:, h0:h1] if g2 is not None else None, cdt,
                 ws_rows=rows,
             )
+    return out
+
+
+# Rows per block of the partitioned path: rows * L ~ 2^18 samples (measured best 1-4 rows at L = 64K-1M).
+_PARTITION_BLOCK_SAMPLES = 1 << 18
+
+
+def _partitioned_nograd(
+    u: Tensor, k: Tensor, plan: tuple[int, int, int], d: Tensor | None, g1: Tensor | None, g2: Tensor | None,
+    cdt: torch.dtype,
+) -> Tensor:
+    """Inference by the uniformly partitioned convolution (:mod:`convatlas.ops.partitioned_conv`), a few rows at a
+    time: cast + pre-gate, block FFTs, block products, overlap-add, skip term, post-gate, cast back."""
+    bsz, h, seq_len = u.shape
+    nb, p, pk = plan
+    rows = max(1, min(h, _PARTITION_BLOCK_SAMPLES // seq_len))
+    out = torch.empty_like(u)
+    g1 = g1.expand(u.shape) if g1 is not None else None
+    g2 = g2.expand(u.shape) if g2 is not None else None
+    dd = d.reshape(h, 1).to(cdt) if d is not None else None
+    direct_out = out.dtype == cdt and g2 is None and dd is None
+    with torch.no_grad():
+        for b in range(bsz):
+            for h0 in range(0, h, rows):
+                h1 = min(h, h0 + rows)
+                x = u[b, h0:h1].to(cdt)
+                if g1 is not None:
+                    x = x * g1[b, h0:h1]
+                if direct_out:
+                    partitioned_conv_rows(x, k[h0:h1].to(cdt), nb, p, pk, out[b, h0:h1])
+                    continue
+                y = torch.empty_like(x)
+                partitioned_conv_rows(x, k[h0:h1].to(cdt), nb, p, pk, y)
+                if dd is not None:
+                    y.addcmul_(x, dd[h0:h1])
+                if g2 is not None:
+                    y.mul_(g2[b, h0:h1])
+                out[b, h0:h1] = y
     return out
 
 

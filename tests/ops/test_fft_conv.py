@@ -254,6 +254,13 @@ def test_bad_inputs_raise_value_errors_naming_shapes() -> None:
         fft_conv(u, torch.randn(4, 32), backend="cuda")
     with pytest.raises(ValueError, match="smaller than the (kernel|sequence)"):  # n=16 < Lk = L = 32
         fft_conv(u, torch.randn(4, 32), n=16)
+    with pytest.raises(ValueError, match=r"n=32 is smaller than the sequence length L=64 of u \(2, 4, 64\)"):
+        fft_conv(torch.randn(2, 4, 64), torch.randn(4, 16), n=32)
+    s = kernel_spectrum(torch.randn(4, 32), 32, backend="torch")
+    with pytest.raises(ValueError, match="come from the cached spectrum"):
+        fft_conv(u, spectrum=s, backend="monarch")
+    with pytest.raises(ValueError, match="come from the cached spectrum"):
+        fft_conv(u, spectrum=s, n=128)
     with pytest.raises(ValueError, match="complex"):
         monarch_dft(torch.randn(4, 16))
 

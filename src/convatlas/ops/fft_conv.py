@@ -218,6 +218,8 @@ def kernel_spectrum(
     if seq_len < 1:
         raise ValueError(f"kernel_spectrum: seq_len must be >= 1, got {seq_len}")
     explicit = n is not None
+    if explicit and n < seq_len:  # type: ignore[operator]
+        raise ValueError(f"kernel_spectrum: FFT size n={n} is smaller than the sequence length L={seq_len}")
     if not explicit and k.shape[-1] > seq_len:
         k = k[:, :seq_len]
     taps = k.shape[-1]
@@ -304,6 +306,11 @@ def fft_conv(
     if not u.is_floating_point():
         raise ValueError(f"fft_conv: expected a floating-point input u (B, H, L), got dtype {u.dtype}")
     bsz, h, seq_len = u.shape
+    if n is not None and n < seq_len:
+        raise ValueError(
+            f"fft_conv: FFT size n={n} is smaller than the sequence length L={seq_len} of u {tuple(u.shape)} "
+            "(FlashFFTConv needs L <= n)"
+        )
     for name, g in (("pregate", pregate), ("postgate", postgate)):
         if g is not None:
             try:
@@ -342,6 +349,12 @@ def fft_conv(
     else:
         if k is not None:
             raise ValueError("fft_conv: pass either k or spectrum, not both")
+        if n is not None or freq_keep is not None or backend not in ("auto", spectrum.backend):
+            raise ValueError(
+                f"fft_conv: n, backend and freq_keep come from the cached spectrum (backend={spectrum.backend!r}, "
+                f"n={spectrum.n}, freq_keep={spectrum.freq_keep}); got n={n}, backend={backend!r}, "
+                f"freq_keep={freq_keep}"
+            )
         if spectrum.k_f.shape[0] != h:
             raise ValueError(f"fft_conv: cached spectrum has {spectrum.k_f.shape[0]} channels but u has H={h}")
         if spectrum.seq_len is not None and spectrum.seq_len != seq_len:

@@ -37,6 +37,23 @@ def test_dual_kfold_evaluate_aggregates():
         dual_kfold_splits([0, 0, 0])
 
 
+def test_dual_kfold_evaluate_passes_validation_ids_when_asked():
+    groups = [c for c in range(4) for _ in range(3)]
+    seen = []
+
+    def train_and_eval(tr, te, va):
+        seen.append((set(tr), set(te), set(va)))
+        return {"n_valid": float(len(va))}
+
+    res = dual_kfold_evaluate(groups, train_and_eval, mixed_k=3, with_valid=True,
+                              custom_splits=dual_kfold_splits(groups, mixed_k=3, valid=True))
+    assert len(seen) == 4 + 3
+    assert all(va and not (va & tr) and not (va & te) for tr, te, va in seen)
+    assert res.summary["cross_center"]["n_valid"] == (3.0, 0.0)
+    with pytest.raises(TypeError):  # without the flag the callable gets two arguments
+        dual_kfold_evaluate(groups, train_and_eval, mixed_k=3)
+
+
 def test_dual_kfold_reproduces_official_real_colon_lists():
     """The official RC_lists (package data) are reproduced by the generic rule: 4-fold exactly, 5-fold folds 2-5
     exactly and fold 1 in its cyclic (consistent) form; the stale repository fold 1 overlaps fold 2."""

@@ -233,17 +233,21 @@ def dual_kfold_evaluate(
     mixed_k: int = 5,
     seed: int = 0,
     custom_splits: Sequence[Fold] | None = None,
+    with_valid: bool = False,
 ) -> DualKFoldResult:
     """Run ``train_and_eval(train_ids, test_ids)`` on every fold of both settings and aggregate.
 
-    The callable trains a fresh model on ``train_ids`` and returns test metrics (floats). The summary holds
+    The callable trains a fresh model on ``train_ids`` and returns test metrics (floats). With ``with_valid=True``
+    it is called as ``train_and_eval(train_ids, test_ids, valid_ids)`` (the official protocol selects the
+    checkpoint on each fold's validation videos; empty where a split has none). The summary holds
     ``(mean, sample std)`` of each metric per setting.
     """
     folds = list(custom_splits) if custom_splits is not None else dual_kfold_splits(groups, mixed_k=mixed_k,
                                                                                     seed=seed)
     res = DualKFoldResult()
     for fold in folds:
-        res.folds.append((fold, dict(train_and_eval(fold.train, fold.test))))
+        args = (fold.train, fold.test, fold.valid) if with_valid else (fold.train, fold.test)
+        res.folds.append((fold, dict(train_and_eval(*args))))
     for setting in dict.fromkeys(f.setting for f in folds):
         rows = [m for f, m in res.folds if f.setting == setting]
         summary = {}

@@ -38,7 +38,7 @@ def test_dual_kfold_evaluate_aggregates():
 
 
 def test_dual_kfold_evaluate_passes_validation_ids_when_asked():
-    groups = [c for c in range(4) for _ in range(3)]
+    groups = [c for c in range(4) for _ in range(4)]
     seen = []
 
     def train_and_eval(tr, te, va):
@@ -49,7 +49,7 @@ def test_dual_kfold_evaluate_passes_validation_ids_when_asked():
                               custom_splits=dual_kfold_splits(groups, mixed_k=3, valid=True))
     assert len(seen) == 4 + 3
     assert all(va and not (va & tr) and not (va & te) for tr, te, va in seen)
-    assert res.summary["cross_center"]["n_valid"] == (3.0, 0.0)
+    assert res.summary["cross_center"]["n_valid"] == (4.0, 0.0)
     with pytest.raises(TypeError):  # without the flag the callable gets two arguments
         dual_kfold_evaluate(groups, train_and_eval, mixed_k=3)
 

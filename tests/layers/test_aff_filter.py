@@ -55,3 +55,24 @@ def test_batched_mask_matches_official_einsums() -> None:
     ref = aff_mask_reference(spec, f.w1, f.b1, f.w2, f.b2, f.act)
     out = aff_mask(spec, f.w1, f.b1, f.w2, f.b2, f.act)
     assert torch.allclose(out, ref, atol=1e-12)
+
+
+@pytest.mark.parametrize("hidden", [1, 2])
+def test_inference_path_matches_autograd_path(hidden: int) -> None:
+    """The complex-matmul inference path (no grad) equals the einsum reference and the training path."""
+    from convatlas.layers.aff_filter import aff_mask_inference, aff_mask_reference
+
+    f = AFFilter(32, hidden_factor=hidden).double()
+    spec = torch.fft.rfft2(torch.randn(2, 32, 6, 7, dtype=torch.float64), norm="ortho")
+    ref = aff_mask_reference(spec, f.w1, f.b1, f.w2, f.b2, f.act)
+    with torch.no_grad():
+        out = aff_mask_inference(spec, f.w1, f.b1, f.w2, f.b2, f.act)
+    assert torch.allclose(out, ref, atol=1e-12)
+    x = torch.randn(2, 32, 9, 10)
+    f = f.float()
+    y = f(x)  # grad enabled: autograd path
+    with torch.inference_mode():
+        y_fast = f(x)
+        y_cl = f(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(y_fast, y, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(y_cl, y, rtol=1e-5, atol=1e-5)

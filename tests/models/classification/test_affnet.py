@@ -198,3 +198,27 @@ def test_create_model_loads_official_checkpoint_file(tmp_path) -> None:
     model = create_model("affnet_et", pretrained=str(path))
     torch.testing.assert_close(model.stem[0].weight, sd["conv_1.block.conv.weight"])
     torch.testing.assert_close(model.head.bias, sd["classifier.fc.bias"])
+
+
+def test_inference_fast_path_matches_module_forward() -> None:
+    """Folded-BN / in-place / channels-last / complex-matmul inference equals the plain (grad-enabled) forward."""
+    model = create_model("test_aff").eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0, 0.2)
+    x = torch.randn(2, 3, 64, 64)
+    x0 = x.clone()
+    ref = model.forward_stages(x)
+    ref_logits = model(x)
+    with torch.inference_mode():
+        fast = model.forward_stages(x)
+        logits = model(x)
+    assert fast[-1].is_contiguous(memory_format=torch.channels_last)
+    for a, b in zip(fast, ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(logits, ref_logits, rtol=1e-4, atol=1e-5)
+    assert torch.equal(x, x0)

@@ -59,7 +59,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from convatlas.identities import register_component, register_identity
-from convatlas.ops.partitioned_conv import partition_plan, partitioned_conv_rows
+from convatlas.ops.partitioned_conv import PartitionedConv, partition_plan, partitioned_conv_rows
 from convatlas.ops.monarch_fft import (
     freq_block_rows,
     monarch_dft,
@@ -327,6 +327,25 @@ def fft_conv(
         _check_kernel("fft_conv", k, h)
         taps = k.shape[-1] if n is not None else min(k.shape[-1], seq_len)
         grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (u, k, D, pregate, postgate))
+        plan = partition_plan(seq_len, taps) if n is None else None
+        if (
+            grad
+            and plan is not None
+            and not _compiling()
+            and u.device.type != "meta"
+            and (backend == "torch" or choose_backend(seq_len, taps, n) == "torch")
+        ):
+            # Training at long lengths: partitioned forward and backward (ops/partitioned_conv.py).
+            cdt = _compute_dtype(u, k)
+            v = u.to(cdt)
+            if pregate is not None:
+                v = v * pregate.to(cdt)
+            d = D.reshape(h).to(cdt) if D is not None else None
+            rows = max(1, min(h, _PARTITION_BLOCK_SAMPLES // seq_len))
+            y = PartitionedConv.apply(v, k[:, :taps].to(cdt), d, plan, rows)
+            if postgate is not None:
+                y = y * postgate.to(cdt)
+            return y.to(u.dtype)
         if (
             not grad
             and not _compiling()
@@ -336,7 +355,6 @@ def fft_conv(
         ):
             # Inference with a kernel that is not cached: its FFT runs inside the same cache-blocked pass, one block
             # of channels at a time (no full (H, n//2+1) kernel spectrum is materialised).
-            plan = partition_plan(seq_len, taps) if n is None else None
             if plan is not None:  # long sequences: many small FFTs (ops/partitioned_conv.py)
                 return _partitioned_nograd(u, k[:, :taps], plan, D, pregate, postgate, _compute_dtype(u, k))
             nn = n if n is not None else fast_fft_size(seq_len + taps - 1)

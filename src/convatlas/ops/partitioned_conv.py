@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["partition_plan", "partitioned_conv_rows"]
+__all__ = ["partition_plan", "partitioned_conv_rows", "kernel_block_spectrum", "PartitionedConv"]
 
 # Target block length: FFTs of 2^16 points (rows of two blocks stay well inside L2+L3 on the development CPU).
 # Measured at L = 64K / 256K / 1M (1 thread, contended, CPU time): block lengths 2^13-2^17 were within ~10% of each
@@ -43,17 +43,9 @@ def partition_plan(seq_len: int, taps: int) -> tuple[int, int, int] | None:
     return nb, p, pk
 
 
-def partitioned_conv_rows(u: Tensor, k: Tensor, nb: int, p: int, pk: int, out: Tensor) -> None:
-    """``out = (u * k)[:, :L]`` (causal linear convolution per row) by ``p`` input blocks of ``nb`` samples.
-
-    Args:
-        u: input rows ``(R, L)`` (real, contiguous last dim; compute dtype).
-        k: kernel rows ``(R, Lk)`` with ``Lk <= L`` (or a cached block spectrum ``(R, pk, nb + 1)``, complex).
-        nb / p / pk: from :func:`partition_plan`.
-        out: ``(R, L)`` output rows (written).
-    """
+def _input_block_spectra(u: Tensor, nb: int, p: int) -> Tensor:
+    """``(R, L)`` -> ``(R, P, nb + 1)``: rfft of each block of ``nb`` samples zero-padded to ``2·nb``."""
     rows, seq_len = u.shape
-    m = 2 * nb
     total = p * nb
     if total == seq_len:
         ub = u.reshape(rows, p, nb)
@@ -61,35 +53,134 @@ def partitioned_conv_rows(u: Tensor, k: Tensor, nb: int, p: int, pk: int, out: T
         ub = u.new_zeros(rows, total)
         ub[:, :seq_len] = u
         ub = ub.view(rows, p, nb)
-    uf = torch.fft.rfft(ub, m)  # (R, P, nb + 1): each block zero-padded to 2·nb
-    if k.is_complex():
-        kf = k
-    else:
-        taps = k.shape[-1]
-        if taps == pk * nb:
-            kb = k.reshape(rows, pk, nb)
-        else:
-            kb = k.new_zeros(rows, pk * nb)
-            kb[:, :taps] = k
-            kb = kb.view(rows, pk, nb)
-        kf = torch.fft.rfft(kb, m)
-    yf = uf * kf[:, :1]
-    for i in range(1, pk):
-        yf[:, i:].addcmul_(uf[:, : p - i], kf[:, i : i + 1])
-    z = torch.fft.irfft(yf, m)  # (R, P, 2·nb): block j's linear result, its second half belongs to block j + 1
-    if total == seq_len:
+    return torch.fft.rfft(ub, 2 * nb)
+
+
+def _frame_spectra(g: Tensor, nb: int, p: int) -> Tensor:
+    """``(R, L)`` -> ``(R, P, nb + 1)``: rfft of the overlapping frames ``g[j·nb : j·nb + 2·nb]`` (zeros past L)."""
+    rows, seq_len = g.shape
+    gp = g.new_zeros(rows, (p + 1) * nb)
+    gp[:, :seq_len] = g
+    return torch.fft.rfft(gp.unfold(-1, 2 * nb, nb), 2 * nb)
+
+
+def _overlap_add(z: Tensor, nb: int, out: Tensor) -> None:
+    """``z`` ``(R, P, 2·nb)`` block results -> ``out`` ``(R, L)``: block j's first half plus block j-1's second."""
+    rows, p, _ = z.shape
+    seq_len = out.shape[-1]
+    if p * nb == seq_len:
         o = out.view(rows, p, nb)
         o[:, 0] = z[:, 0, :nb]
         torch.add(z[:, 1:, :nb], z[:, :-1, nb:], out=o[:, 1:])
     else:
         y = z[..., :nb].clone()
         y[:, 1:] += z[:, :-1, nb:]
-        out.copy_(y.view(rows, total)[:, :seq_len])
+        out.copy_(y.view(rows, p * nb)[:, :seq_len])
+
+
+def _block_products(uf: Tensor, kf: Tensor) -> Tensor:
+    """``Y_j = sum_{i <= j} U_{j-i} · K_i`` over the block axis: ``(R, P, F)`` x ``(R, Pk, F)`` -> ``(R, P, F)``."""
+    p, pk = uf.shape[1], kf.shape[1]
+    yf = uf * kf[:, :1]
+    for i in range(1, min(pk, p)):
+        yf[:, i:].addcmul_(uf[:, : p - i], kf[:, i : i + 1])
+    return yf
+
+
+def partitioned_conv_rows(u: Tensor, k: Tensor, nb: int, p: int, pk: int, out: Tensor) -> None:
+    """``out = (u * k)[:, :L]`` (causal linear convolution per row) by ``p`` input blocks of ``nb`` samples.
+
+    Args:
+        u: input rows ``(R, L)`` (real, contiguous last dim; compute dtype).
+        k: kernel rows ``(R, Lk)`` with ``Lk <= L``, or their :func:`kernel_block_spectrum` ``(R, pk, nb + 1)``.
+        nb / p / pk: from :func:`partition_plan`.
+        out: ``(R, L)`` output rows (written).
+    """
+    kf = k if k.is_complex() else kernel_block_spectrum(k, nb, pk)
+    yf = _block_products(_input_block_spectra(u, nb, p), kf)
+    _overlap_add(torch.fft.irfft(yf, 2 * nb), nb, out)
 
 
 def kernel_block_spectrum(k: Tensor, nb: int, pk: int) -> Tensor:
     """Cached form of the kernel for :func:`partitioned_conv_rows`: ``(H, Lk)`` -> ``(H, pk, nb + 1)`` complex."""
     h, taps = k.shape
-    kb = k.new_zeros(h, pk * nb)
-    kb[:, : min(taps, pk * nb)] = k[:, : pk * nb]
-    return torch.fft.rfft(kb.view(h, pk, nb), 2 * nb)
+    if taps == pk * nb:
+        kb = k.reshape(h, pk, nb)
+    else:
+        kb = k.new_zeros(h, pk * nb)
+        kb[:, : min(taps, pk * nb)] = k[:, : pk * nb]
+        kb = kb.view(h, pk, nb)
+    return torch.fft.rfft(kb, 2 * nb)
+
+
+def _row_blocks(bsz: int, h: int, rows: int):
+    for b in range(bsz):
+        for h0 in range(0, h, rows):
+            yield b, h0, min(h, h0 + rows)
+
+
+class PartitionedConv(torch.autograd.Function):
+    """``y = (v * k)[..., :L] (+ d·v)`` for ``v`` ``(B, H, L)``, ``k`` ``(H, Lk)``, ``d`` ``(H,)`` or None, by
+    partitioned FFTs, a few rows at a time, with a partitioned backward (training at long lengths).
+
+    Backward, with ``F_q`` the spectrum of the gradient frame ``gy[q·nb : q·nb + 2·nb]``: the input gradient
+    (a correlation with the kernel) is ``irfft(sum_i F_{j+i} · conj(K_i))[:nb]`` per block j, the kernel gradient
+    ``irfft(sum_{b, j} F_{j+i} · conj(V_j))[:nb]`` per kernel block i (the forward's input spectra are kept, as
+    autograd keeps ``rfft(v)`` in the naive form); both are exact, no wrap-around (frame + block < 2·nb).
+    """
+
+    @staticmethod
+    def forward(ctx, v: Tensor, k: Tensor, d: Tensor | None, plan: tuple[int, int, int], rows: int) -> Tensor:
+        nb, p, pk = plan
+        bsz, h, seq_len = v.shape
+        kf = kernel_block_spectrum(k, nb, pk)
+        keep_vf = ctx.needs_input_grad[1]
+        vf_all = None
+        if keep_vf:
+            vf_all = torch.empty(bsz, h, p, nb + 1, dtype=kf.dtype, device=v.device)
+        out = torch.empty_like(v)
+        for b, h0, h1 in _row_blocks(bsz, h, rows):
+            uf = _input_block_spectra(v[b, h0:h1], nb, p)
+            if vf_all is not None:
+                vf_all[b, h0:h1] = uf
+            o = out[b, h0:h1]
+            _overlap_add(torch.fft.irfft(_block_products(uf, kf[h0:h1]), 2 * nb), nb, o)
+            if d is not None:
+                o.addcmul_(v[b, h0:h1], d[h0:h1, None])
+        ctx.save_for_backward(v, kf, d, vf_all)
+        ctx.plan, ctx.rows, ctx.taps = plan, rows, k.shape[-1]
+        return out
+
+    @staticmethod
+    def backward(ctx, gy: Tensor):
+        v, kf, d, vf_all = ctx.saved_tensors
+        (nb, p, pk), rows, taps = ctx.plan, ctx.rows, ctx.taps
+        bsz, h, seq_len = v.shape
+        need_v, need_k, need_d = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]
+        gy = gy.to(v.dtype).contiguous()
+        gv = torch.empty_like(v) if need_v else None
+        gkf = torch.zeros_like(kf) if need_k else None
+        gd = torch.zeros(h, dtype=v.dtype, device=v.device) if (need_d and d is not None) else None
+        kfc = kf.conj().resolve_conj() if need_v else None
+        for b, h0, h1 in _row_blocks(bsz, h, rows):
+            g = gy[b, h0:h1]
+            fr = _frame_spectra(g, nb, p)
+            if need_v:
+                acc = fr * kfc[h0:h1, :1]
+                for i in range(1, min(pk, p)):
+                    acc[:, : p - i].addcmul_(fr[:, i:], kfc[h0:h1, i : i + 1])
+                z = torch.fft.irfft(acc, 2 * nb)[..., :nb]
+                o = gv[b, h0:h1]
+                o.copy_(z.reshape(h1 - h0, p * nb)[:, :seq_len])
+                if d is not None:
+                    o.addcmul_(g, d[h0:h1, None])
+            if need_k:
+                uf = vf_all[b, h0:h1]
+                for i in range(min(pk, p)):
+                    gkf[h0:h1, i] += torch.linalg.vecdot(uf[:, : p - i], fr[:, i:], dim=1)
+            if gd is not None:
+                gd[h0:h1] += (g * v[b, h0:h1]).sum(-1)
+        gk = None
+        if need_k:
+            gk = torch.fft.irfft(gkf, 2 * nb)[..., :nb].reshape(h, pk * nb)[:, :taps]
+        return gv, gk, gd, None, None

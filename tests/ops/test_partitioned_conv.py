@@ -105,3 +105,27 @@ def test_partitioned_gradcheck(small_blocks: None) -> None:
     d = torch.randn(2, dtype=torch.float64, requires_grad=True)
     plan = pc.partition_plan(300, 260)
     assert torch.autograd.gradcheck(lambda a, b, c: pc.PartitionedConv.apply(a, b, c, plan, 1), (u, k, d))
+
+
+def test_cached_block_spectrum_inference_training_and_compile(small_blocks: None) -> None:
+    """kernel_spectrum keeps the partitioned layout for long sequences; fft_conv uses it for inference, for a
+    learnable spectrum (autograd) and under torch.compile (fullgraph, one vectorised graph)."""
+    from convatlas.ops.fft_conv import kernel_spectrum
+
+    torch.manual_seed(1)
+    u = torch.randn(2, 3, 600, dtype=torch.float64)
+    k = torch.randn(3, 600, dtype=torch.float64) / 25
+    d = torch.randn(3, dtype=torch.float64)
+    s = kernel_spectrum(k, 600)
+    assert s.partition is not None and s.k_f.shape == (3, s.partition[2], s.partition[0] + 1)
+    ref = direct_conv(u, k) + u * d[:, None]
+    with torch.no_grad():
+        assert (fft_conv(u, None, d, spectrum=s) - ref).abs().max().item() < 1e-10
+    kf = s.k_f.clone().requires_grad_()
+    learn = type(s)(kf, s.n, s.backend, s.taps, s.seq_len, partition=s.partition)
+    y = fft_conv(u, None, d, spectrum=learn)
+    assert (y - ref).abs().max().item() < 1e-10
+    y.sum().backward()
+    assert kf.grad is not None and kf.grad.abs().sum() > 0
+    compiled = torch.compile(lambda x: fft_conv(x, None, d, spectrum=s), backend="aot_eager", fullgraph=True)
+    assert (compiled(u) - ref).abs().max().item() < 1e-10

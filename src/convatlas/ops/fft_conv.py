@@ -59,7 +59,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from convatlas.identities import register_component, register_identity
-from convatlas.ops.partitioned_conv import PartitionedConv, partition_plan, partitioned_conv_rows
+from convatlas.ops.partitioned_conv import (
+    PartitionedConv,
+    kernel_block_spectrum,
+    partition_plan,
+    partitioned_conv,
+    partitioned_conv_rows,
+)
 from convatlas.ops.monarch_fft import (
     freq_block_rows,
     monarch_dft,
@@ -148,6 +154,9 @@ class KernelSpectrum:
         explicit_n: ``n`` was given by the caller (circular semantics).
         freq_keep: number of kept rfft bins (frequency-sparse), or ``None``.
         factors / freq_blocks: Monarch factorisation (``(N1, N2)`` for gemm) and kept innermost rows.
+        partition: ``(nb, P, Pk)`` when the torch backend runs the partitioned convolution (linear, ``L >= 64K``):
+            ``k_f`` is then ``(H, Pk, nb + 1)``, one rfft of size ``n = 2·nb`` per kernel block
+            (:mod:`convatlas.ops.partitioned_conv`).
     """
 
     k_f: Tensor
@@ -159,6 +168,7 @@ class KernelSpectrum:
     freq_keep: int | None = None
     factors: tuple[int, ...] = ()
     freq_blocks: tuple[int, int] | None = None
+    partition: tuple[int, int, int] | None = None
 
 
 def _compute_dtype(*ts: Tensor | None) -> torch.dtype:
@@ -251,6 +261,10 @@ def kernel_spectrum(
         n1, n2 = real_monarch_split(n)
         kf = real_monarch_spectrum(kc, n, n1, freq_keep)
         return KernelSpectrum(kf, n, "gemm", taps, seq_len, explicit, freq_keep, (n1, n2))
+    plan = partition_plan(seq_len, taps) if (not explicit and freq_keep is None) else None
+    if backend == "torch" and plan is not None:
+        nb, _, pk = plan
+        return KernelSpectrum(kernel_block_spectrum(kc, nb, pk), 2 * nb, "torch", taps, seq_len, partition=plan)
     if backend == "torch":
         kf = torch.fft.rfft(kc, n)
         if freq_keep is not None:
@@ -386,6 +400,19 @@ def fft_conv(
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (u, k, D, pregate, postgate, spectrum.k_f)
     )
+    if spectrum.partition is not None:
+        if not needs_grad and not _compiling() and u.device.type != "meta":
+            return _partitioned_nograd(u, spectrum.k_f, spectrum.partition, D, pregate, postgate, cdt)
+        # a learnable cached spectrum, or torch.compile / export tracing: one vectorised autograd graph
+        v = u.to(cdt)
+        if pregate is not None:
+            v = v * pregate.to(cdt)
+        y = partitioned_conv(v, spectrum.k_f, spectrum.partition)
+        if D is not None:
+            y = y + v * D.reshape(h, 1).to(cdt)
+        if postgate is not None:
+            y = y * postgate.to(cdt)
+        return y.to(out_dtype)
     if spectrum.backend == "torch" and not needs_grad and not _compiling() and u.device.type != "meta":
         # Inference: one fused pass per block (cast, pre-gate, rfft, product, irfft, skip, post-gate, cast back);
         # no full-size intermediate besides the output.
@@ -674,6 +701,10 @@ def _partitioned_nograd(
     g2 = g2.expand(u.shape) if g2 is not None else None
     dd = d.reshape(h, 1).to(cdt) if d is not None else None
     direct_out = out.dtype == cdt and g2 is None and dd is None
+
+    def kb(h0: int, h1: int) -> Tensor:  # kernel rows (real) or their cached block spectrum (complex)
+        return k[h0:h1] if k.is_complex() else k[h0:h1].to(cdt)
+
     with torch.no_grad():
         for b in range(bsz):
             for h0 in range(0, h, rows):
@@ -682,10 +713,10 @@ def _partitioned_nograd(
                 if g1 is not None:
                     x = x * g1[b, h0:h1]
                 if direct_out:
-                    partitioned_conv_rows(x, k[h0:h1].to(cdt), nb, p, pk, out[b, h0:h1])
+                    partitioned_conv_rows(x, kb(h0, h1), nb, p, pk, out[b, h0:h1])
                     continue
                 y = torch.empty_like(x)
-                partitioned_conv_rows(x, k[h0:h1].to(cdt), nb, p, pk, y)
+                partitioned_conv_rows(x, kb(h0, h1), nb, p, pk, y)
                 if dd is not None:
                     y.addcmul_(x, dd[h0:h1])
                 if g2 is not None:

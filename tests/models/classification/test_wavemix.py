@@ -131,3 +131,14 @@ def test_official_level1_keys_load() -> None:
         sd["pool.2." + k[5:] if k.startswith("head.") else k] = v
     assert any(".feedforward.0." in k for k in sd)
     m.load_state_dict(checkpoint_filter_fn(sd), strict=True)
+
+
+def test_ff_channel_is_never_silently_ignored() -> None:
+    """Parameter-free upsampling has no transposed conv: an ff_channel other than C is an error, not a no-op."""
+    from convatlas.models.classification.wavemix import WaveBlock, WaveMix
+
+    with pytest.raises(ValueError, match="ff_channel=12 only applies to upsample='transposed'"):
+        WaveBlock(8, ff_channel=12, upsample="bilinear")
+    WaveBlock(8, ff_channel=8, upsample="bilinear")  # equal to C: allowed (the registered configs pass it)
+    assert WaveBlock(8).feedforward1[3].out_channels == 16  # official default for the transposed form
+    assert WaveMix(final_dim=8, depth=1, num_classes=3).layers[0].feedforward1[3].out_channels == 8  # default C

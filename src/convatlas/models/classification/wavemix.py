@@ -62,17 +62,24 @@ class WaveBlock(nn.Module):
         dim: C (divisible by 4).
         level: number of DWT scales L (H, W divisible by 2^L).
         mult: MLP expansion (hidden C * mult).
-        ff_channel: channels before the transposed conv.
+        ff_channel: channels before the transposed conv (default 16, the official default). The parameter-free
+            upsampling has no such layer: there ``ff_channel`` must be left out or equal ``dim``.
         dropout: dropout inside every MLP.
         upsample: ``"transposed"`` (stride-2 transposed conv, the default everywhere) or ``"bilinear"`` /
             ``"nearest"`` (parameter-free x2 upsampling, WaveMix-Lite's tiniest models).
     """
 
-    def __init__(self, dim: int, level: int = 1, mult: int = 2, ff_channel: int = 16, dropout: float = 0.5,
-                 upsample: str = "transposed") -> None:
+    def __init__(self, dim: int, level: int = 1, mult: int = 2, ff_channel: int | None = None,
+                 dropout: float = 0.5, upsample: str = "transposed") -> None:
         super().__init__()
         if dim % 4:
             raise ValueError(f"WaveBlock: dim must be divisible by 4, got {dim}")
+        if upsample != "transposed" and ff_channel not in (None, dim):
+            raise ValueError(
+                f"WaveBlock: ff_channel={ff_channel} only applies to upsample='transposed'; with {upsample!r} "
+                f"upsampling the MLP maps straight to the output channels (leave ff_channel out or set it to {dim})"
+            )
+        ff_channel = 16 if ff_channel is None else ff_channel
         self.level = level
         self.reduction = nn.Conv2d(dim, dim // 4, 1)
         for j in range(1, level + 1):
@@ -123,7 +130,8 @@ class WaveMix(LinearHeadBackbone):
     """WaveMix classifier: (B, in_chans, H, W) -> (B, num_classes).
 
     Args:
-        depth: number of WaveMix blocks; final_dim: C; mult / ff_channel / level / dropout / upsample: block options.
+        depth: number of WaveMix blocks; final_dim: C; mult / ff_channel (default C) / level / dropout / upsample:
+            block options.
         stem: ``"pachify"`` (3x3 -> 3x3 -> p x p stride p conv -> GELU -> BN), ``"strided"`` (two stride-s
             3x3 convs) or ``"lite"`` (two stride-1 3x3 convs, WaveMix-Lite); see :func:`wavemix_stem`.
         patch_size: p for the pachify stem; stride: s for the strided stem.
@@ -137,7 +145,7 @@ class WaveMix(LinearHeadBackbone):
         depth: int = 16,
         final_dim: int = 192,
         mult: int = 2,
-        ff_channel: int = 192,
+        ff_channel: int | None = None,
         level: int = 3,
         dropout: float = 0.5,
         stem: str = "pachify",
@@ -151,7 +159,8 @@ class WaveMix(LinearHeadBackbone):
         c = final_dim
         self.in_chans, self.level = in_chans, level
         self.stem, self.reduction = wavemix_stem(stem, c, in_chans, patch_size, stride)
-        self.layers = nn.Sequential(*[WaveBlock(c, level, mult, ff_channel, dropout, upsample) for _ in range(depth)])
+        ffc = c if ff_channel is None else ff_channel
+        self.layers = nn.Sequential(*[WaveBlock(c, level, mult, ffc, dropout, upsample) for _ in range(depth)])
         self.num_features = c
         self.feature_info = [{"num_chs": c, "reduction": self.reduction, "module": "layers"}]
         self.input_multiple = self.reduction * 2**level

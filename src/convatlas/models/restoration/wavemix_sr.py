@@ -35,13 +35,14 @@ class WaveMixSR(nn.Module):
 
     scale = 2
 
-    def __init__(self, depth: int = 4, final_dim: int = 144, mult: int = 2, ff_channel: int = 144, level: int = 1,
+    def __init__(self, depth: int = 4, final_dim: int = 144, mult: int = 2, ff_channel: int | None = None, level: int = 1,
                  dropout: float = 0.0, in_chans: int = 3, upsample: str = "transposed") -> None:
         super().__init__()
         c = final_dim
         self.in_chans, self.level = in_chans, level
         self.stem, _ = wavemix_stem("lite", c, in_chans)
-        self.layers = nn.Sequential(*[WaveBlock(c, level, mult, ff_channel, dropout, upsample) for _ in range(depth)])
+        ffc = c if ff_channel is None else ff_channel
+        self.layers = nn.Sequential(*[WaveBlock(c, level, mult, ffc, dropout, upsample) for _ in range(depth)])
         self.head = nn.Sequential(nn.ConvTranspose2d(c, c // 2, 4, stride=2, padding=1), nn.Conv2d(c // 2, in_chans, 1))
 
     def forward(self, x: Tensor) -> Tensor:

@@ -51,7 +51,7 @@ class WaveMixSegmentation(nn.Module):
         depth: int = 16,
         final_dim: int = 256,
         mult: int = 2,
-        ff_channel: int = 256,
+        ff_channel: int | None = None,
         level: int = 4,
         dropout: float = 0.0,
         stem: str = "strided",
@@ -73,7 +73,8 @@ class WaveMixSegmentation(nn.Module):
         if len(dims) != ups:
             raise ValueError(
                 f"WaveMixSegmentation: {ups} decoder widths needed for stem stride {self.reduction}, got {dims}")
-        self.layers = nn.Sequential(*[WaveBlock(c, level, mult, ff_channel, dropout, upsample) for _ in range(depth)])
+        ffc = c if ff_channel is None else ff_channel
+        self.layers = nn.Sequential(*[WaveBlock(c, level, mult, ffc, dropout, upsample) for _ in range(depth)])
         dec, cin = [], c
         for d in dims:
             dec.append(nn.ConvTranspose2d(cin, d, 4, stride=2, padding=1))

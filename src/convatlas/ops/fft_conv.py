@@ -18,7 +18,11 @@ bf16/fp16 activations with fp32 kernels are handled as in FlashFFTConv. Backends
   padding is written once and the buffers are not page-faulted in afresh per call (:func:`set_workspace_limit`,
   :func:`clear_workspace`). Inference with the kernel passed as a tensor (not a cached spectrum) computes the
   kernel's rfft per block of channels inside the same pass, right before that block's input (no full
-  ``(H, n//2+1)`` kernel spectrum is allocated). Speed-ups over the naive PyTorch version (both with the kernel
+  ``(H, n//2+1)`` kernel spectrum is allocated). From ``L = 64K`` (linear convolution, default ``n``) the same
+  backend runs the uniformly partitioned convolution instead (:mod:`convatlas.ops.partitioned_conv`: FFTs of
+  ~2^15 points over blocks of the sequence, combined in frequency, overlap-add; inference, training with its own
+  backward, and cached kernels as ``(H, P, nb + 1)`` block spectra): MKL's small batched FFTs are ~2x cheaper per
+  point than its 2^19-2^21-point ones. Speed-ups over the naive PyTorch version (both with the kernel
   transformed in the call and with a cached spectrum) and peak memory: ``benchmarks/results/long_conv.md``.
 - ``"monarch"``: the FlashFFTConv algorithm: the FFT as a Monarch decomposition executed as batched matmuls
   (:mod:`convatlas.ops.monarch_fft`), with the kernel spectrum pre-permuted so data is never permuted, implicit

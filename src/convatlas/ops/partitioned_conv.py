@@ -61,8 +61,9 @@ def _input_block_spectra(u: Tensor, nb: int, p: int) -> Tensor:
 def _frame_spectra(g: Tensor, nb: int, p: int) -> Tensor:
     """``(R, L)`` -> ``(R, P, nb + 1)``: rfft of the overlapping frames ``g[j·nb : j·nb + 2·nb]`` (zeros past L)."""
     rows, seq_len = g.shape
-    gp = g.new_zeros(rows, (p + 1) * nb)
+    gp = g.new_empty(rows, (p + 1) * nb)
     gp[:, :seq_len] = g
+    gp[:, seq_len:] = 0
     return torch.fft.rfft(gp.unfold(-1, 2 * nb, nb), 2 * nb)
 
 
@@ -160,8 +161,8 @@ class PartitionedConv(torch.autograd.Function):
         out = torch.empty_like(v)
         for b, h0, h1 in _row_blocks(bsz, h, rows):
             uf = _input_block_spectra(v[b, h0:h1], nb, p)
-            if vf_all is not None:
-                vf_all[b, h0:h1] = uf
+            if vf_all is not None:  # kept conjugated: the kernel gradient multiplies by conj(V_j)
+                torch.conj_physical(uf, out=vf_all[b, h0:h1])
             o = out[b, h0:h1]
             _overlap_add(torch.fft.irfft(_block_products(uf, kf[h0:h1]), 2 * nb), nb, o)
             if d is not None:
@@ -193,10 +194,11 @@ class PartitionedConv(torch.autograd.Function):
                 o.copy_(z.reshape(h1 - h0, p * nb)[:, :seq_len])
                 if d is not None:
                     o.addcmul_(g, d[h0:h1, None])
-            if need_k:
-                uf = vf_all[b, h0:h1]
-                for i in range(min(pk, p)):
-                    gkf[h0:h1, i] += torch.linalg.vecdot(uf[:, : p - i], fr[:, i:], dim=1)
+            if need_k:  # GK_i += F_{j+i} · conj(V_j): for each input block j, all kernel blocks i at once
+                ufc, gk_rows = vf_all[b, h0:h1], gkf[h0:h1]
+                for j in range(p):
+                    m = min(pk, p - j)
+                    gk_rows[:, :m].addcmul_(fr[:, j : j + m], ufc[:, j : j + 1])
             if gd is not None:
                 gd[h0:h1] += (g * v[b, h0:h1]).sum(-1)
         gk = None

@@ -117,3 +117,25 @@ def test_fbm_placement_options() -> None:
     layer = FDConv(32, 32, 1, 2, kernel_num=4, use_fbm_for_stride=True)
     assert layer.FBM is not None and FDConv(32, 32, 1, 1, kernel_num=4, use_fbm_for_stride=True).FBM is None
     assert layer(torch.randn(2, 32, 8, 8)).shape == (2, 32, 4, 4)
+
+
+@pytest.mark.parametrize("opts", [{}, {"ksm_local_act": "tanh", "ksm_global_act": "tanh"}, {"use_ksm_local": False}])
+@pytest.mark.parametrize("cin,cout,k,stride,pad,hw", [(32, 32, 3, 1, 1, 12), (32, 48, 3, 2, 1, 11), (24, 40, 1, 1, 0, 6),
+                                                      (64, 64, 3, 1, 1, 3)])
+def test_inference_path_matches_autograd_path(opts: dict, cin: int, cout: int, k: int, stride: int, pad: int,
+                                              hw: int) -> None:
+    """The no-grad fast path (kernel in irfft2 layout, in-place attentions, GEMM KSM-Local) equals the autograd
+    path; (64, 64, 3x3 at 3x3) takes the folded-attention branch, the others the input/output one."""
+    layer = FDConv(cin, cout, k, stride, pad, bias=True, kernel_num=8, **opts).eval()
+    with torch.no_grad():
+        for name, p in layer.named_parameters():
+            if p.dim() > 1 and name != "dft_weight":
+                p.normal_(0, 0.3)
+        layer.bias.normal_()
+    x = torch.randn(3, cin, hw, hw)
+    ref = layer(x)  # grad enabled: the autograd path
+    with torch.inference_mode():
+        out = layer(x)
+        out_cl = layer(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
+    torch.testing.assert_close(out_cl, ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())

@@ -120,8 +120,9 @@ def test_fbm_placement_options() -> None:
 
 
 @pytest.mark.parametrize("opts", [{}, {"ksm_local_act": "tanh", "ksm_global_act": "tanh"}, {"use_ksm_local": False}])
-@pytest.mark.parametrize("cin,cout,k,stride,pad,hw", [(32, 32, 3, 1, 1, 12), (32, 48, 3, 2, 1, 11), (24, 40, 1, 1, 0, 6),
-                                                      (64, 64, 3, 1, 1, 3)])
+@pytest.mark.parametrize(
+    "cin,cout,k,stride,pad,hw", [(32, 32, 3, 1, 1, 12), (32, 48, 3, 2, 1, 11), (24, 40, 1, 1, 0, 6), (64, 64, 3, 1, 1, 3)]
+)
 def test_inference_path_matches_autograd_path(opts: dict, cin: int, cout: int, k: int, stride: int, pad: int,
                                               hw: int) -> None:
     """The no-grad fast path (kernel in irfft2 layout, in-place attentions, GEMM KSM-Local) equals the autograd

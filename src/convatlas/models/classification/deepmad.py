@@ -44,8 +44,9 @@ Inference speed (CPU, grad off; the training forward is unchanged): the maps run
 scaling / residual adds run in place (:mod:`convatlas.layers.conv_bn_act`). DeepMAD-29M's 1x1 -> DW layers at
 112x112 have 240-512 channels, so at batch 16 each BN or activation output is 0.2-0.4 GB, mmapped and page-faulted
 fresh on every call: in the torch profiler (1 thread) BN + SiLU + SE multiply were 47% of the forward and NCHW
-depthwise convs most of the rest. Measured in one process, old vs new code interleaved, 1 thread, median thread CPU
-time (machine shared, load ~6): b16 7.47 s -> 2.32 s (3.2x), b1 276 -> 149 ms (1.85x); max logit change 6e-8.
+depthwise convs most of the rest. Old vs new code in one process, interleaved, medians of repeated runs: 1 thread,
+thread CPU time (load ~6): b16 7.47 s -> 2.32 s (3.2x), b1 276 -> 149 ms (1.85x); 2 threads (load ~1): b16 wall
+4.70 s -> 1.38 s (3.4x); DeepMAD-R18 1 thread b16 609 -> 342 ms; max logit change 6e-8 (relative).
 Stage maps returned by ``forward_stages`` in inference are channels-last tensors (same shape and values).
 """
 
@@ -59,7 +60,7 @@ from torch import Tensor, nn
 
 from convatlas.identities import register_identity
 from convatlas.layers import check_input
-from convatlas.layers.conv_bn_act import conv_bn_act, fast_conv_bn
+from convatlas.layers.conv_bn_act import bn_foldable, conv_bn_act, fast_conv_bn
 from convatlas.models.backbone import checkpoint_seq
 from convatlas.ops.residual_mlp import use_fast_inference
 from convatlas.registry import Reported, register_model
@@ -109,7 +110,7 @@ class ResK1KXK1(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         res = self.residual_proj(self.residual_downsample(x))
-        if fast_conv_bn(x, self.conv1.bn1):  # inference: folded BN, activations and residual add in place
+        if fast_conv_bn(x, self.conv1.bn1) and bn_foldable(self.conv2.bn1):  # inference: folded BN, in-place ops
             y = conv_bn_act(x, self.conv1.conv1, self.conv1.bn1, _RELU)
             y = conv_bn_act(y, self.conv2.conv1, self.conv2.bn1, _RELU)
             return torch.relu_(self.conv3(y).add_(res))
@@ -150,7 +151,7 @@ class ResK1DWSEK1(nn.Module):
         self.residual_downsample = nn.AvgPool2d(2, 2) if (s == 2 and self.is_reslink) else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
-        if fast_conv_bn(x, self.conv1.bn1):  # inference: folded BN, SiLU / SE scaling / residual add in place
+        if fast_conv_bn(x, self.conv1.bn1) and bn_foldable(self.conv2.bn1):  # inference: folded BN, in-place ops
             y = conv_bn_act(x, self.conv1.conv1, self.conv1.bn1, self.act)
             y = conv_bn_act(y, self.conv2.conv1, self.conv2.bn1, self.act)
             y = self.conv3(y.mul_(self.se2.gate(y)))

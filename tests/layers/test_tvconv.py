@@ -116,3 +116,21 @@ def test_deployed_tap_cache_follows_the_weights() -> None:
     with torch.no_grad():
         layer.weight_maps.zero_()
     assert layer(x).abs().max() == 0
+
+
+def test_reparameterized_layer_converts_to_channels_last_and_loads_the_older_layout() -> None:
+    torch.manual_seed(0)
+    layer = TVConv(8, 6, 6).eval()
+    x = torch.randn(2, 8, 6, 6)
+    layer.reparameterize()
+    assert layer.weight_maps.shape == (1, 8, 3, 3, 6, 6)  # official TVConv_test layout
+    with torch.no_grad():
+        ref = layer(x)
+        layer.to(memory_format=torch.channels_last)  # a 5-D buffer used to make this raise
+        torch.testing.assert_close(layer(x.contiguous(memory_format=torch.channels_last)), ref)
+    older = {k: (v.reshape(1, 8, 9, 6, 6) if k == "weight_maps" else v) for k, v in layer.state_dict().items()}
+    fresh = TVConv(8, 6, 6).eval()
+    fresh.reparameterize()
+    fresh.load_state_dict(older)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), ref)

@@ -161,7 +161,9 @@ class TVConv(nn.Module):
         bias: also generate a per-pixel bias map (C, h, w) with a second generator.
 
     State-dict keys follow the official layer (``posi_map``, ``weight_layers.*``, ``bias_layers.*``); after
-    :meth:`reparameterize` they are replaced by the buffer ``weight_maps`` (1, C, k*k, h, w) (+ ``bias_map``).
+    :meth:`reparameterize` they are replaced by the buffer ``weight_maps`` (1, C, k, k, h, w) (+ ``bias_map``), the
+    official ``TVConv_test`` layout (6-D, so ``model.to(memory_format=torch.channels_last)`` leaves it alone; the
+    earlier convatlas layout (1, C, k*k, h, w) still loads).
     """
 
     def __init__(
@@ -208,7 +210,7 @@ class TVConv(nn.Module):
     def generate_weight(self) -> Tensor:
         """The per-pixel kernels (1, C, k*k, h, w) (C outer, k*k inner, as the official view)."""
         if self.reparameterized:
-            return self.weight_maps
+            return self.weight_maps.flatten(2, 3)
         k2 = self.kernel_size**2
         return self.weight_layers(self.posi_map).view(1, self.channels, k2, self.h, self.w)
 
@@ -237,7 +239,7 @@ class TVConv(nn.Module):
         w = self.weight_maps
         key = (w.data_ptr(), w._version, w.device, dtype)
         if getattr(self, "_taps_key", None) != key:
-            self._taps = tvconv_taps(w).to(dtype)
+            self._taps = tvconv_taps(w.flatten(2, 3)).to(dtype)
             self._taps_key = key
         return self._taps
 
@@ -246,13 +248,23 @@ class TVConv(nn.Module):
         """Switch to the inference form in place: generated kernels become a buffer, the generator is dropped."""
         if self.reparameterized:
             return
-        self.register_buffer("weight_maps", self.generate_weight().detach().clone())
+        k = self.kernel_size
+        weight = self.generate_weight().detach().reshape(1, self.channels, k, k, self.h, self.w)
+        self.register_buffer("weight_maps", weight.clone())
         bias = self.generate_bias()
         if bias is not None:
             self.register_buffer("bias_map", bias.detach().clone())
         del self.posi_map, self.weight_layers
         self.bias_layers = None
         self.reparameterized = True
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # type: ignore[override]
+        key = prefix + "weight_maps"
+        value = state_dict.get(key)
+        if self.reparameterized and isinstance(value, Tensor) and value.ndim == 5:  # earlier (1, C, k*k, h, w)
+            k = self.kernel_size
+            state_dict[key] = value.reshape(value.shape[0], value.shape[1], k, k, *value.shape[-2:])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:
         return (
@@ -277,8 +289,8 @@ def adapt_official_tvconv_keys(state_dict: dict[str, Tensor], model: nn.Module) 
     """Official TVConv / TVConv_test entries -> ours, for keys already named like ``model``'s modules.
 
     The official shape buffers (``TVConv_k``, ``TVConv_k_square``, ``stride``, ``channels``, ``h``, ``w``; ``c`` in
-    ``TVConv_test``) are checked against the layer and dropped; ``TVConv_test.weight_maps`` (1, C, k, k, h, w)
-    becomes ours (1, C, k*k, h, w) (the model must be reparameterised before loading such a checkpoint).
+    ``TVConv_test``) are checked against the layer and dropped; ``TVConv_test.weight_maps`` (1, C, k, k, h, w) is
+    ours unchanged (the model must be reparameterised before loading such a checkpoint).
     """
     layers = {name: m for name, m in model.named_modules() if isinstance(m, TVConv)}
     out: dict[str, Tensor] = {}
@@ -291,8 +303,6 @@ def adapt_official_tvconv_keys(state_dict: dict[str, Tensor], model: nn.Module) 
             if int(value) != expect:
                 raise ValueError(f"official TVConv checkpoint: {key} = {int(value)} but the model has {expect}")
             continue
-        if layer is not None and leaf == "weight_maps" and value.ndim == 6:
-            value = value.reshape(value.shape[0], value.shape[1], -1, *value.shape[-2:])
         out[key] = value
     return out
 

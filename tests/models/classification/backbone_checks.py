@@ -165,8 +165,11 @@ def check_export_deploy(name: str, **kwargs: Any) -> None:
         torch.testing.assert_close(ep.module()(x), model(x))
 
 
-def check_fast_inference_matches(model: nn.Module, x: torch.Tensor) -> None:
-    """The in-place / folded inference path (eval + no grad) equals the module-by-module path (eval + grad)."""
+def check_fast_inference_matches(model: nn.Module, x: torch.Tensor, *, stages: bool = False,
+                                 channels_last_stages: bool = False) -> None:
+    """The in-place / folded inference path (eval + no grad) equals the module-by-module path (eval + grad), for
+    the logits and, with ``stages``, every ``forward_stages`` map; the input is never modified in place.
+    ``channels_last_stages``: the fast path also hands out channels-last maps."""
     model = copy.deepcopy(model)
     with torch.no_grad():
         for n, p in model.named_parameters():  # O(1) layer/res scales so every branch shows in the output
@@ -175,10 +178,18 @@ def check_fast_inference_matches(model: nn.Module, x: torch.Tensor) -> None:
         model.train()
         model(x)  # non-trivial BatchNorm running statistics
     model.eval()
+    x0 = x.clone()
     slow = model(x).detach()
+    slow_maps = model.forward_stages(x) if stages else []
     with torch.no_grad():
         fast = model(x)
+        fast_maps = model.forward_stages(x) if stages else []
     torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-5)
+    for a, b in zip(fast_maps, slow_maps, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    if channels_last_stages:
+        assert fast_maps[-1].is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(x, x0), "the inference path modified its input in place"
 
 
 def digits_tensors(size: int, channels: int = 3) -> tuple[torch.Tensor, ...]:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from backbone_checks import check_reported, check_tiny, train_digits  # noqa: E402
+from backbone_checks import check_fast_inference_matches, check_reported, check_tiny, train_digits  # noqa: E402
 
 from convatlas import create_model, list_models  # noqa: E402
 from convatlas.models.classification.affnet import AFFNet  # noqa: E402
@@ -202,23 +202,5 @@ def test_create_model_loads_official_checkpoint_file(tmp_path) -> None:
 
 def test_inference_fast_path_matches_module_forward() -> None:
     """Folded-BN / in-place / channels-last / complex-matmul inference equals the plain (grad-enabled) forward."""
-    model = create_model("test_aff").eval()
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.2)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.2)
-    x = torch.randn(2, 3, 64, 64)
-    x0 = x.clone()
-    ref = model.forward_stages(x)
-    ref_logits = model(x)
-    with torch.inference_mode():
-        fast = model.forward_stages(x)
-        logits = model(x)
-    assert fast[-1].is_contiguous(memory_format=torch.channels_last)
-    for a, b in zip(fast, ref):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(logits, ref_logits, rtol=1e-4, atol=1e-5)
-    assert torch.equal(x, x0)
+    check_fast_inference_matches(create_model("test_aff"), torch.randn(2, 3, 64, 64), stages=True,
+                                 channels_last_stages=True)

@@ -10,6 +10,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from backbone_checks import (  # noqa: E402
+    check_fast_inference_matches,
     check_reported,
     check_tiny,
     train_digits,
@@ -114,20 +115,5 @@ def test_torch_export_of_deploy_form() -> None:
 
 def test_inference_fast_path_matches_module_forward() -> None:
     """Folded-BN / in-place / channels-last inference equals the plain forward (eval BN with non-trivial stats)."""
-    model = create_model("test_deepmad").eval()
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.2)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.2)
-    x = torch.randn(2, 3, 32, 32)
-    x0 = x.clone()
-    ref = model.forward_stages(x)  # grad enabled: the module-by-module path
-    with torch.inference_mode():
-        fast = model.forward_stages(x)
-    assert fast[0].is_contiguous(memory_format=torch.channels_last)
-    for a, b in zip(fast, ref):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-    assert torch.equal(x, x0)  # input untouched by the in-place ops
+    check_fast_inference_matches(create_model("test_deepmad"), torch.randn(2, 3, 32, 32), stages=True,
+                                 channels_last_stages=True)

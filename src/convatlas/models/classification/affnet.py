@@ -22,8 +22,9 @@ Card facts / decisions:
 - Official checkpoints: :func:`convert_official_affnet` maps the cvnets key layout (``conv_1``, ``layer_{i}``,
   ``block.{conv,norm}``, MV2 ``block.{exp_1x1,conv_3x3,red_1x1}``, ``classifier.fc``) to ours; segmentation:
   :mod:`convatlas.models.segmentation.affnet_deeplab` (DeepLabv3; ``output_stride`` 8/16 dilates layers 4-5 as
-  the official encoder). The SSDLite detection use (cvnets ``ssd.py``) is not built (the card marks the heads
-  optional and the README reports no detection figures).
+  the official encoder); SSDLite detection (cvnets ``ssd.py``, MobileViT SSDLite-320 settings):
+  :mod:`convatlas.models.detection.ssdlite` (``affnet_et_ssdlite`` / ``affnet_t_ssdlite`` / ``affnet_ssdlite``, task
+  ``detection``; the README reports no detection figures).
 - Filter variants: the official ``Block`` can switch to ``AFNO2D_channelfirst_coreml`` for CoreML export, but that
   class is not defined anywhere in the official repository (the switch would fail); ``hard_thresholding_fraction``
   is stored but unused by the official forward. AFFilter exports to ONNX as is (rfft2 / irfft2), so no separate

@@ -49,3 +49,14 @@ def test_conv1x1_takes_onednn_where_pytorch_picks_thnn() -> None:
     )
     small = torch.randn(1, 64, 14, 14).contiguous(memory_format=torch.channels_last)  # 12544 elements
     assert "aten::slow_conv_dilated2d" not in _conv_kernels(lambda: conv1x1(small, torch.randn(8, 64, 1, 1)))
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="oneDNN not built into this torch")
+def test_conv1x1_nchw_small_maps_only() -> None:
+    """NCHW maps up to 32x32 pixels go to oneDNN; larger NCHW maps keep PyTorch's own choice."""
+    small = torch.randn(1, 128, 14, 14)
+    assert "aten::mkldnn_convolution" in _conv_kernels(lambda: conv1x1(small, torch.randn(256, 128, 1, 1)))
+    large = torch.randn(1, 96, 56, 56)
+    assert _conv_kernels(lambda: conv1x1(large, torch.randn(384, 96, 1, 1))) == _conv_kernels(
+        lambda: F.conv2d(large, torch.randn(384, 96, 1, 1))
+    )

@@ -6,9 +6,9 @@ thread (``ConvParams::use_mkldnn``: "for 1x1 filters, THNN is faster when single
 EPYC development machine the opposite holds: THNN reached 33-107 GFLOP/s on the InceptionNeXt-T MLP shapes at
 batch 1, oneDNN 122-212 GFLOP/s on the same channels-last tensors (``/work`` measurement, torch 2.13, 1 thread;
 benchmarks/backbones_timm.py shows the whole-model effect). A dilation on a 1x1 kernel changes nothing in the
-result (there is a single tap) but makes PyTorch pick oneDNN; that is all :func:`conv1x1` does, and only for
-float32 channels-last inputs on CPU (NCHW inputs keep PyTorch's choice: oneDNN was slower there for 96 channels
-at 56x56).
+result (there is a single tap) but makes PyTorch pick oneDNN; that is all :func:`conv1x1` does, for float32
+channels-last inputs on CPU and NCHW inputs of at most 32x32 pixels (oneDNN was 2.4x slower on NCHW for 96
+channels at 56x56).
 """
 
 from __future__ import annotations
@@ -20,16 +20,21 @@ from torch import Tensor
 __all__ = ["conv1x1"]
 
 
+# NCHW maps up to this many pixels also go to oneDNN (measured 1 thread, batch 1: 1.9-2.1x faster at 7x7-28x28,
+# 2.4x slower at 56x56 with 96 channels)
+_NCHW_ONEDNN_MAX_PIXELS = 1024
+
+
 def _onednn_preferred(x: Tensor) -> bool:
-    return (
-        x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and x.dim() == 4
-        and x.is_contiguous(memory_format=torch.channels_last)
-        # PyTorch's other oneDNN condition (ConvParams::use_mkldnn): batch > 1 or more than 20480 elements;
-        # otherwise the dilation would send the conv to the slow dilated kernel instead
-        and (x.shape[0] > 1 or x.numel() > 20480)
-    )
+    if x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 4:
+        return False
+    # PyTorch's other oneDNN condition (ConvParams::use_mkldnn): batch > 1 or more than 20480 elements; otherwise
+    # the dilation would send the conv to the slow dilated kernel instead
+    if x.shape[0] == 1 and x.numel() <= 20480:
+        return False
+    if x.is_contiguous(memory_format=torch.channels_last):
+        return True
+    return x.is_contiguous() and x.shape[-2] * x.shape[-1] <= _NCHW_ONEDNN_MAX_PIXELS
 
 
 def conv1x1(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:

@@ -106,13 +106,6 @@ class MetaNeXtBlock(nn.Module):
         return conv1x1(h, w2, b2).add_(x)
 
 
-# Inference switches back from channels-last to NCHW for stage outputs of fewer batch x pixels than this (14x14
-# and 7x7 at 224, batch 1; see MetaNeXtStage). Measured whole model, InceptionNeXt-T, ours/timm in one process:
-# batch 1, 2 threads 0.91-0.99 (all channels-last) -> 1.03-1.04; 1 thread 1.56 -> 1.86; batch 16 unchanged (1.84;
-# NCHW at 14x14 there: 1.77).
-_NCHW_BELOW = 400
-
-
 class MetaNeXtStage(nn.Module):
     """Optional downsampling (BN -> Conv 2x2/2) followed by ``depth`` blocks: (B, C_in, H, W) -> (B, C, H/s, W/s)."""
 
@@ -131,7 +124,7 @@ class MetaNeXtStage(nn.Module):
     ) -> None:
         super().__init__()
         self.grad_checkpointing = False
-        self.stride = stride
+        self.stride, self.out_chs = stride, out_chs
         if stride > 1:
             self.downsample = nn.Sequential(norm_layer(in_chs), nn.Conv2d(in_chs, out_chs, stride, stride=stride))
         else:
@@ -147,9 +140,12 @@ class MetaNeXtStage(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training and x.dim() == 4 and use_fast_inference(x):
             s = self.stride
-            if x.shape[0] * (x.shape[-2] // s) * (x.shape[-1] // s) < _NCHW_BELOW:
-                # few tokens (14x14, 7x7 at batch 1): oneDNN's NCHW 1x1 convs beat its channels-last ones (0.52 vs
-                # 0.63 ms for 768 -> 2304 channels at 7x7, 2 threads); the model runs channels-last before this point
+            if x.shape[0] * (x.shape[-2] // s) * (x.shape[-1] // s) < self.out_chs:
+                # fewer tokens (batch x pixels) than channels: oneDNN's NCHW 1x1 convs beat its channels-last ones
+                # (0.52 vs 0.63 ms for 768 -> 2304 channels at 7x7, batch 1, 2 threads); the model runs channels-last
+                # before this point. Whole model, ours/timm in one process, batch 1, 2 threads: InceptionNeXt-T
+                # 0.91-0.99 (all channels-last) -> 1.03-1.04, atto 1.10-1.14 -> 1.12-1.19; 1 thread T 1.56 -> 1.86;
+                # batch 16 unchanged (T 1.84).
                 x = x.contiguous()
         x = self.downsample(x)
         if self.grad_checkpointing and self.training:

@@ -46,14 +46,15 @@ def test_reported_and_exact_params(name: str) -> None:
 
 
 def test_measured_macs_and_readme_gap() -> None:
-    """Fused conv/linear/matmul GMACs at 224: T/S are registered as measured (0.315/0.537, the README's 0.3/0.5 G
-    rounded; checked by the verify test); B measures 1.240 G, 4.6% under the README's 1.3 G, which is registered
-    with a 5% tolerance (lsnet.py docstring)."""
+    """Fused conv/linear/matmul GMACs at 224, registered as the card's counts of the official layers (0.315 / 0.537
+    / 1.241; the README's 0.3 / 0.5 G are these rounded, its 1.3 G for B is 4.6% above: unexplained, kept in the
+    source note)."""
     with torch.device("meta"):
         model = create_model("lsnet_b").eval().reparameterize()
         c = measure_complexity(model, (torch.empty(1, 3, 224, 224),))
     assert abs(c.gmacs - 1.2404) < 2e-4, c.gmacs
-    assert round(c.gmacs, 1) != 1.3 and get_entry("lsnet_b").reported.gmacs == 1.3
+    rep = get_entry("lsnet_b").reported
+    assert round(c.gmacs, 1) != 1.3 and rep.gmacs == 1.241 and "1.3 G" in rep.source and rep.macs_tol == 0.03
     assert get_entry("lsnet_t").reported.gmacs == 0.315 and get_entry("lsnet_s").reported.gmacs == 0.5369
 
 

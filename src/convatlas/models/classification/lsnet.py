@@ -23,8 +23,9 @@ Card facts (official ``THU-MIG/lsnet/model/lsnet.py``, read with the search tool
   ``Reported.gmacs`` holds the measured counts (README values in source). B's 1.240 G is *not* a rounding of the
   README's 1.3 G (-4.6 %): adding what a conv/linear counter leaves out does not close it (SKA's 9 MACs per
   output element add 3.8 M, the unfused training form 0.5 M, BN/GN/softmax elementwise work < 10 M), and the
-  official repo ships no FLOP-counting script in the indexed files; so B is registered with the README's 1.3 G
-  and a 5 % MAC tolerance (unexplained gap, stated here and in ``Reported.source``).
+  official repo ships no FLOP-counting script in the indexed files; so B, like T and S, is registered with the
+  card's count of the official layers (1.241 G, within the default 3 %), the README's 1.3 G and the unexplained
+  gap stated here and in ``Reported.source``.
 - ``reparameterize()``: every ConvBN -> biased conv, RepVGGDW (3x3+1x1+identity) -> one DW 3x3 conv, BN1d+Linear
   heads -> Linear (the distillation and main heads are averaged into one Linear at inference). The BN after SKA
   stays (its per-channel scale cannot move into SKA's per-pixel kernels, which are shared by C/8-apart channels).

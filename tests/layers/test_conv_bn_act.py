@@ -58,3 +58,13 @@ def test_act_inplace_and_conv_bias() -> None:
     x = torch.randn(1, 3, 6, 6)
     with torch.no_grad():
         torch.testing.assert_close(conv_bn_act(x, conv, bn, nn.Hardswish()), nn.Hardswish()(bn(conv(x))))
+
+
+@pytest.mark.parametrize("size", [3, 32])  # 9 positions < 72 weights per output channel: BN after the conv; 1024: folded
+def test_both_bn_placements_with_conv_bias(size: int) -> None:
+    m = ConvBNAct(nn.Conv2d(8, 16, 3, 1, 1, bias=True), nn.BatchNorm2d(16), nn.ReLU()).eval()
+    _random_bn(m[1])
+    x = torch.randn(1, 8, size, size)
+    ref = nn.Sequential(*m)(x)
+    with torch.inference_mode():
+        torch.testing.assert_close(m(x), ref, rtol=1e-5, atol=1e-5)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from backbone_checks import check_reported, check_tiny, train_digits  # noqa: E402
+from backbone_checks import check_fast_inference_matches, check_reported, check_tiny, train_digits  # noqa: E402
 
 from convatlas import create_model, list_models  # noqa: E402
 from convatlas.layers.fdconv import FDConv  # noqa: E402
@@ -80,3 +80,9 @@ def test_convert_standard_checkpoint_to_fdconv() -> None:
         bad = dict(plain.state_dict())
         bad[dynamic[0] + ".weight"] = torch.zeros(3, 3, 3, 3)
         convert_to_fdconv(bad, fd)
+
+
+def test_resnet_inference_fast_path_matches_module_forward() -> None:
+    """Batch >= 4: channels-last maps, eval BN folded (or applied in place), in-place ReLU/residual; same numbers."""
+    check_fast_inference_matches(create_model("test_resnet"), torch.randn(4, 3, 32, 32), stages=True,
+                                 channels_last_stages=True)

@@ -60,7 +60,8 @@ def test_act_inplace_and_conv_bias() -> None:
         torch.testing.assert_close(conv_bn_act(x, conv, bn, nn.Hardswish()), nn.Hardswish()(bn(conv(x))))
 
 
-@pytest.mark.parametrize("size", [3, 32])  # 9 positions < 72 weights per output channel: BN after the conv; 1024: folded
+# 9 positions < 72 weights per output channel: BN after the conv; 1024 positions: folded
+@pytest.mark.parametrize("size", [3, 32])
 def test_both_bn_placements_with_conv_bias(size: int) -> None:
     m = ConvBNAct(nn.Conv2d(8, 16, 3, 1, 1, bias=True), nn.BatchNorm2d(16), nn.ReLU()).eval()
     _random_bn(m[1])

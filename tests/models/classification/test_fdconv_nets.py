@@ -9,7 +9,12 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from backbone_checks import check_fast_inference_matches, check_reported, check_tiny, train_digits  # noqa: E402
+from backbone_checks import (  # noqa: E402
+    check_fast_inference_matches,
+    check_reported,
+    check_tiny,
+    train_digits,
+)
 
 from convatlas import create_model, list_models  # noqa: E402
 from convatlas.layers.fdconv import FDConv  # noqa: E402

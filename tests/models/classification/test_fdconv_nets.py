@@ -53,7 +53,8 @@ def test_tiny_contract_and_safety() -> None:
 
 @pytest.mark.slow
 def test_learns_digits() -> None:
-    """ResNet (basic, widths 32..64) with FDConv (kernel_num 4) in every block conv, 16x16 digits: val acc >= 0.93 (measured 0.975)."""
+    """ResNet (basic, widths 32..64) with FDConv (kernel_num 4) in every block conv, 16x16 digits: val acc >= 0.93
+    (measured 0.975)."""
     torch.manual_seed(0)
     model = ResNet(block="basic", layers=(1, 1, 1, 1), widths=(32, 32, 64, 64), num_classes=10)
     assert len(swap_convs(model, "fdconv", "fdconv_paper", kernel_num=4)) == 8

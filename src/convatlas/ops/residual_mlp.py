@@ -94,7 +94,14 @@ def residual_norm_mlp(
         stop = min(n, start + chunk)
         m = stop - start
         t = F.layer_norm(rows[start:stop], (c,), norm_weight, norm_bias, eps)
-        if use_conv:
+        if use_conv and m < c:
+            # fewer tokens than channels (late stages at batch 1): oneDNN's NCHW 1x1 convs are faster there
+            # (49 x 320 -> 1280: 0.47 vs 0.60 ms; 49 x 768 -> 3072: 1.6 vs 2.4 ms, 2 threads); the two transposes
+            # of an (m, C) slab cost little
+            h = conv1x1(t.t().contiguous().view(1, c, m, 1), k1, fc1_bias)  # (1, hidden, m, 1) NCHW
+            h = torch.ops.aten.gelu_(h) if act is None else act(h)
+            y = conv1x1(h, k2, fc2_bias).view(c, m).t()  # (m, C) view of the NCHW output
+        elif use_conv:
             h = conv1x1(t.view(1, m, 1, c).permute(0, 3, 1, 2), k1, fc1_bias)  # (1, hidden, m, 1) channels-last
             h = torch.ops.aten.gelu_(h) if act is None else act(h)
             y = conv1x1(h, k2, fc2_bias).permute(0, 2, 3, 1).reshape(m, c)  # a view: channels-last output

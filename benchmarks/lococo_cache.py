@@ -32,35 +32,52 @@ from convatlas.models.sequence.tiny_lm import TinyLM
 from convatlas.registry import create_model
 
 
+def _lm(vocab: int, mem: int, method: str) -> TinyLM:
+    """The benchmark's one-layer LM with a ``mem``-slot cache of kind ``method`` (``full`` = no compression)."""
+    return TinyLM(vocab, dim=64, depth=1, heads=4, cache_method=method, mem_size=mem, block_size=mem,
+                  buffer=0, kernel_size=5)
+
+
+def _accuracy(model: TinyLM, n: int, seed: int, kw: dict) -> float:
+    """Last-token retrieval accuracy on 1024 held-out sequences of ``n`` tokens."""
+    ids, tg = make_retrieval_batch(1024, n, generator=torch.Generator().manual_seed(10_000 + seed), **kw)
+    model.eval()
+    with torch.no_grad():
+        return (model(ids)[:, -1].argmax(-1) == tg[:, -1]).float().mean().item()
+
+
+def _train_full_lm(vocab: int, mem: int, ctx: int, steps: int, gen_seed: int, kw: dict,
+                   seed_plus_tensors: bool = False) -> TinyLM:
+    """A full-attention LM trained on last-token retrieval (AdamW 6e-3, batch 64, ``ctx`` tokens); the data
+    generator is seeded with ``gen_seed`` (plus the model's number of parameter tensors with
+    ``seed_plus_tensors``, the seeding the recorded quality runs used)."""
+    base = _lm(vocab, mem, "full")
+    base.block_size = None
+    g = torch.Generator().manual_seed(gen_seed + (len(list(base.parameters())) if seed_plus_tensors else 0))
+    opt = torch.optim.AdamW(base.parameters(), lr=6e-3)
+    for _ in range(steps):
+        base.train()
+        ids, tg = make_retrieval_batch(64, ctx, generator=g, **kw)
+        loss = F.cross_entropy(base(ids)[:, -1], tg[:, -1])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return base
+
+
 def _quality(ctx: int, mem: int, n_keys: int, lm_steps: int, comp_steps: int, seed: int = 0) -> dict:
     kw = dict(n_keys=n_keys, n_values=8, n_filler=32)
     vocab = retrieval_vocab_size(**kw)
     torch.manual_seed(seed)
 
     def lm(method: str) -> TinyLM:
-        return TinyLM(vocab, dim=64, depth=1, heads=4, cache_method=method, mem_size=mem, block_size=mem,
-                      buffer=0, kernel_size=5)
+        return _lm(vocab, mem, method)
 
     def acc(model: TinyLM) -> float:
-        ids, tg = make_retrieval_batch(1024, ctx, generator=torch.Generator().manual_seed(10_000 + seed), **kw)
-        model.eval()
-        with torch.no_grad():
-            return (model(ids)[:, -1].argmax(-1) == tg[:, -1]).float().mean().item()
-
-    def train(model: TinyLM, params, opt, steps: int) -> None:
-        g = torch.Generator().manual_seed(seed + len(params))
-        for _ in range(steps):
-            model.train()
-            ids, tg = make_retrieval_batch(64, ctx, generator=g, **kw)
-            loss = F.cross_entropy(model(ids)[:, -1], tg[:, -1])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+        return _accuracy(model, ctx, seed, kw)
 
     t0 = time.perf_counter()
-    base = lm("full")
-    base.block_size = None
-    train(base, list(base.parameters()), torch.optim.AdamW(base.parameters(), lr=6e-3), lm_steps)
+    base = _train_full_lm(vocab, mem, ctx, lm_steps, seed, kw, seed_plus_tensors=True)
     res = {"context": ctx + 1, "cache_slots": mem, "compression_rate": round((ctx + 1) / mem, 2), "facts": n_keys,
            "full": acc(base)}
     sd = base.state_dict()
@@ -93,26 +110,13 @@ def _extension(ctx: int, long: int, mem: int, lm_steps: int, comp_steps: int, se
     torch.manual_seed(seed)
 
     def lm(method: str) -> TinyLM:
-        return TinyLM(vocab, dim=64, depth=1, heads=4, cache_method=method, mem_size=mem, block_size=mem,
-                      buffer=0, kernel_size=5)
+        return _lm(vocab, mem, method)
 
     def acc(model: TinyLM, n: int) -> float:
-        ids, tg = make_retrieval_batch(1024, n, generator=torch.Generator().manual_seed(10_000 + seed), **kw)
-        model.eval()
-        with torch.no_grad():
-            return (model(ids)[:, -1].argmax(-1) == tg[:, -1]).float().mean().item()
+        return _accuracy(model, n, seed, kw)
 
     t0 = time.perf_counter()
-    base = lm("full")
-    base.block_size = None
-    g = torch.Generator().manual_seed(seed + 1)
-    opt = torch.optim.AdamW(base.parameters(), lr=6e-3)
-    for _ in range(lm_steps):
-        ids, tg = make_retrieval_batch(64, ctx, generator=g, **kw)
-        loss = F.cross_entropy(base(ids)[:, -1], tg[:, -1])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    base = _train_full_lm(vocab, mem, ctx, lm_steps, seed + 1, kw)
     sd = base.state_dict()
     res = {"part": "context_extension", "context": long + 1, "trained_context": ctx + 1, "cache_slots": mem,
            "compression_rate": round((long + 1) / mem, 2), "full": acc(base, long)}

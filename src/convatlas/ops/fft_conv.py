@@ -69,6 +69,8 @@ from convatlas.ops.partitioned_conv import (
     partition_plan,
     partitioned_conv,
     partitioned_conv_rows,
+    row_blocks,
+    rows_per_block,
 )
 from convatlas.ops.monarch_fft import (
     freq_block_rows,
@@ -359,7 +361,7 @@ def fft_conv(
             if pregate is not None:
                 v = v * pregate.to(cdt)
             d = D.reshape(h).to(cdt) if D is not None else None
-            rows = max(1, min(h, _PARTITION_BLOCK_SAMPLES // seq_len))
+            rows = rows_per_block(h, seq_len)
             y = PartitionedConv.apply(v, k[:, :taps].to(cdt), d, plan, rows)
             if postgate is not None:
                 y = y * postgate.to(cdt)
@@ -687,10 +689,6 @@ def _fused_uncached_nograd(
     return out
 
 
-# Rows per block of the partitioned path: rows * L ~ 2^18 samples (measured best 1-4 rows at L = 64K-1M).
-_PARTITION_BLOCK_SAMPLES = 1 << 18
-
-
 def _partitioned_nograd(
     u: Tensor, k: Tensor, plan: tuple[int, int, int], d: Tensor | None, g1: Tensor | None, g2: Tensor | None,
     cdt: torch.dtype,
@@ -699,33 +697,32 @@ def _partitioned_nograd(
     time: cast + pre-gate, block FFTs, block products, overlap-add, skip term, post-gate, cast back."""
     bsz, h, seq_len = u.shape
     nb, p, pk = plan
-    rows = max(1, min(h, _PARTITION_BLOCK_SAMPLES // seq_len))
+    rows = rows_per_block(h, seq_len)
     out = torch.empty_like(u)
     g1 = g1.expand(u.shape) if g1 is not None else None
     g2 = g2.expand(u.shape) if g2 is not None else None
     dd = d.reshape(h, 1).to(cdt) if d is not None else None
     direct_out = out.dtype == cdt and g2 is None and dd is None
 
-    def kb(h0: int, h1: int) -> Tensor:  # kernel rows (real) or their cached block spectrum (complex)
-        return k[h0:h1] if k.is_complex() else k[h0:h1].to(cdt)
-
     with torch.no_grad():
-        for b in range(bsz):
-            for h0 in range(0, h, rows):
-                h1 = min(h, h0 + rows)
-                x = u[b, h0:h1].to(cdt)
-                if g1 is not None:
-                    x = x * g1[b, h0:h1]
-                if direct_out:
-                    partitioned_conv_rows(x, kb(h0, h1), nb, p, pk, out[b, h0:h1])
-                    continue
-                y = torch.empty_like(x)
-                partitioned_conv_rows(x, kb(h0, h1), nb, p, pk, y)
-                if dd is not None:
-                    y.addcmul_(x, dd[h0:h1])
-                if g2 is not None:
-                    y.mul_(g2[b, h0:h1])
-                out[b, h0:h1] = y
+        kf, kf_rows = None, None
+        for b, h0, h1 in row_blocks(bsz, h, rows):
+            if kf_rows != h0:  # the kernel's block spectrum once per channel block (cached spectra: a slice)
+                kf = k[h0:h1] if k.is_complex() else kernel_block_spectrum(k[h0:h1].to(cdt), nb, pk)
+                kf_rows = h0
+            x = u[b, h0:h1].to(cdt)
+            if g1 is not None:
+                x = x * g1[b, h0:h1]
+            if direct_out:
+                partitioned_conv_rows(x, kf, nb, p, pk, out[b, h0:h1])
+                continue
+            y = torch.empty_like(x)
+            partitioned_conv_rows(x, kf, nb, p, pk, y)
+            if dd is not None:
+                y.addcmul_(x, dd[h0:h1])
+            if g2 is not None:
+                y.mul_(g2[b, h0:h1])
+            out[b, h0:h1] = y
     return out
 
 

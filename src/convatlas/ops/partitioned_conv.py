@@ -20,7 +20,10 @@ from torch import Tensor
 
 from convatlas.identities import register_identity
 
-__all__ = ["partition_plan", "partitioned_conv_rows", "partitioned_conv", "kernel_block_spectrum", "PartitionedConv"]
+__all__ = [
+    "partition_plan", "partitioned_conv_rows", "partitioned_conv", "kernel_block_spectrum", "PartitionedConv",
+    "rows_per_block", "row_blocks",
+]
 
 # Target block length: FFTs of 2^16 points (rows of two blocks stay well inside L2+L3 on the development CPU).
 # Measured at L = 64K / 256K / 1M (1 thread, contended, CPU time): block lengths 2^13-2^17 were within ~10% of each
@@ -133,9 +136,20 @@ def kernel_block_spectrum(k: Tensor, nb: int, pk: int) -> Tensor:
     return torch.fft.rfft(kb, 2 * nb)
 
 
-def _row_blocks(bsz: int, h: int, rows: int):
-    for b in range(bsz):
-        for h0 in range(0, h, rows):
+# Rows per block: rows * L ~ 2^18 samples (measured best 1-4 rows at L = 64K-1M).
+_BLOCK_SAMPLES = 1 << 18
+
+
+def rows_per_block(h: int, seq_len: int) -> int:
+    """Channels processed together at sequence length ``seq_len`` (at most ``h``)."""
+    return max(1, min(h, _BLOCK_SAMPLES // seq_len))
+
+
+def row_blocks(bsz: int, h: int, rows: int):
+    """``(b, h0, h1)`` blocks of a ``(B, H, L)`` tensor, channel blocks outermost (a channel block's kernel
+    spectrum serves every batch element before the next block)."""
+    for h0 in range(0, h, rows):
+        for b in range(bsz):
             yield b, h0, min(h, h0 + rows)
 
 
@@ -159,7 +173,7 @@ class PartitionedConv(torch.autograd.Function):
         if keep_vf:
             vf_all = torch.empty(bsz, h, p, nb + 1, dtype=kf.dtype, device=v.device)
         out = torch.empty_like(v)
-        for b, h0, h1 in _row_blocks(bsz, h, rows):
+        for b, h0, h1 in row_blocks(bsz, h, rows):
             uf = _input_block_spectra(v[b, h0:h1], nb, p)
             if vf_all is not None:  # kept conjugated: the kernel gradient multiplies by conj(V_j)
                 torch.conj_physical(uf, out=vf_all[b, h0:h1])
@@ -182,7 +196,7 @@ class PartitionedConv(torch.autograd.Function):
         gkf = torch.zeros_like(kf) if need_k else None
         gd = torch.zeros(h, dtype=v.dtype, device=v.device) if (need_d and d is not None) else None
         kfc = kf.conj().resolve_conj() if need_v else None
-        for b, h0, h1 in _row_blocks(bsz, h, rows):
+        for b, h0, h1 in row_blocks(bsz, h, rows):
             g = gy[b, h0:h1]
             fr = _frame_spectra(g, nb, p)
             if need_v:

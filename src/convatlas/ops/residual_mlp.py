@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from convatlas.ops.pointwise_conv import conv1x1
+from convatlas.ops.pointwise_conv import conv1x1, nchw_is_faster
 
 __all__ = ["residual_norm_mlp", "use_fast_inference"]
 
@@ -94,10 +94,8 @@ def residual_norm_mlp(
         stop = min(n, start + chunk)
         m = stop - start
         t = F.layer_norm(rows[start:stop], (c,), norm_weight, norm_bias, eps)
-        if use_conv and m < c:
-            # fewer tokens than channels (late stages at batch 1): oneDNN's NCHW 1x1 convs are faster there
-            # (49 x 320 -> 1280: 0.47 vs 0.60 ms; 49 x 768 -> 3072: 1.6 vs 2.4 ms, 2 threads); the two transposes
-            # of an (m, C) slab cost little
+        if use_conv and nchw_is_faster(m, c):
+            # late stages at batch 1: the two transposes of an (m, C) slab cost little
             h = conv1x1(t.t().contiguous().view(1, c, m, 1), k1, fc1_bias)  # (1, hidden, m, 1) NCHW
             h = torch.ops.aten.gelu_(h) if act is None else act(h)
             y = conv1x1(h, k2, fc2_bias).view(c, m).t()  # (m, C) view of the NCHW output

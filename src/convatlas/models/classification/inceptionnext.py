@@ -25,14 +25,13 @@ from functools import partial
 from typing import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from convatlas.layers import ConvMlp, DropPath, LayerNorm, drop_path_rates
 from convatlas.layers.classifier import global_pool2d, _check_pool
 from convatlas.layers.token_mixers import InceptionDWConv2d
 from convatlas.models.backbone import StagedBackbone, checkpoint_seq
-from convatlas.ops.pointwise_conv import conv1x1
+from convatlas.ops.pointwise_conv import conv1x1, nchw_is_faster
 from convatlas.ops.residual_mlp import use_fast_inference
 from convatlas.registry import Reported, register_model
 
@@ -140,12 +139,10 @@ class MetaNeXtStage(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training and x.dim() == 4 and use_fast_inference(x):
             s = self.stride
-            if x.shape[0] * (x.shape[-2] // s) * (x.shape[-1] // s) < self.out_chs:
-                # fewer tokens (batch x pixels) than channels: oneDNN's NCHW 1x1 convs beat its channels-last ones
-                # (0.52 vs 0.63 ms for 768 -> 2304 channels at 7x7, batch 1, 2 threads); the model runs channels-last
-                # before this point. Whole model, ours/timm in one process, batch 1, 2 threads: InceptionNeXt-T
-                # 0.91-0.99 (all channels-last) -> 1.03-1.04, atto 1.10-1.14 -> 1.12-1.19; 1 thread T 1.56 -> 1.86;
-                # batch 16 unchanged (T 1.84).
+            if nchw_is_faster(x.shape[0] * (x.shape[-2] // s) * (x.shape[-1] // s), self.out_chs):
+                # the model runs channels-last before this point. Whole model, ours/timm in one process, batch 1,
+                # 2 threads: InceptionNeXt-T 0.91-0.99 (all channels-last) -> 1.03-1.04, atto 1.10-1.14 ->
+                # 1.12-1.19; 1 thread T 1.56 -> 1.86; batch 16 unchanged (T 1.84).
                 x = x.contiguous()
         x = self.downsample(x)
         if self.grad_checkpointing and self.training:
